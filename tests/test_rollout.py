@@ -1,0 +1,189 @@
+"""Rollout: S entries per meta-episode with the contract's conventions, checked on a hand-made env
+whose rewards and terminations are known exactly, and on the real point robot."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import struct
+from gymnax.environments import spaces
+
+import envs
+from envs.base import TaskEnv
+from envs.meta import MetaEpisodeWrapper, MetaParams
+from mamba_jax import rollout as ro
+
+
+@struct.dataclass
+class CountParams:
+    terminate_at: int = -1  # the inner env terminates when its episode step reaches this (-1: never)
+    max_steps_in_episode: int = 5
+
+
+@struct.dataclass
+class CountState:
+    pos: jax.Array
+    task: jax.Array
+    time: jax.Array
+
+
+class CountEnv(TaskEnv):
+    """obs = [pos, task], pos += a, reward = a + task; task ~ U(0, 1)."""
+
+    @property
+    def default_params(self):
+        return CountParams()
+
+    def task_shape(self, params):
+        return ()
+
+    def sample_task(self, key, params):
+        return jax.random.uniform(key, ())
+
+    def reset_to_task(self, key, task, params):
+        state = CountState(pos=jnp.zeros(()), task=task, time=jnp.zeros((), jnp.int32))
+        return self.get_obs(state), state
+
+    def get_obs(self, state, params=None, key=None):
+        return jnp.stack([state.pos, state.task])
+
+    def step_env(self, key, state, action, params):
+        a = action[0]
+        state = CountState(pos=state.pos + a, task=state.task, time=state.time + 1)
+        return self.get_obs(state), state, a + state.task, self.is_terminated(state, params), {}
+
+    def is_terminated(self, state, params):
+        return jnp.logical_and(params.terminate_at > 0, state.time >= params.terminate_at)
+
+    def action_space(self, params=None):
+        return spaces.Box(-10.0, 10.0, (1,), jnp.float32)
+
+    def observation_space(self, params=None):
+        return spaces.Box(-jnp.inf, jnp.inf, (2,), jnp.float32)
+
+
+N, L = 2, 5
+T = N * L
+
+
+def counter_policy(carry, obs, key):
+    """Action at step t is 0.1 * (t + 1); the carry also records every is_first it saw."""
+    count, firsts = carry
+    action = 0.1 * (count + 1.0)[:, None]
+    firsts = firsts.at[:, count[0]].set(obs["is_first"])
+    return action, (count + 1, firsts)
+
+
+def run(terminate_at, num_envs=3):
+    env = MetaEpisodeWrapper(CountEnv())
+    params = MetaParams(CountParams(terminate_at=terminate_at), N, L)
+    carry = (jnp.zeros((num_envs,), jnp.int32), jnp.zeros((num_envs, T), bool))
+    fn = jax.jit(lambda rk, k: ro.rollout(env, params, counter_policy, carry, rk, k))
+    reset_keys = jax.random.split(jax.random.PRNGKey(0), num_envs)
+    (episodes, stats) = fn(reset_keys, jax.random.PRNGKey(1))
+    tasks = jax.vmap(lambda k: env.reset(k, params)[1].task)(reset_keys)
+    return episodes, stats, np.asarray(tasks)
+
+
+def test_entries_and_conventions():
+    episodes, stats, tasks = run(terminate_at=-1)
+    S = T + 1
+    assert episodes["obs"]["obs"].shape == (3, S, 2)
+    assert episodes["obs"]["reward"].shape == (3, S) and episodes["obs"]["time"].shape == (3, S)
+    assert episodes["action"].shape == (3, S, 1) and episodes["action"].dtype == jnp.float32
+    first, terminal = np.asarray(episodes["is_first"]), np.asarray(episodes["is_terminal"])
+    assert first[:, 0].all() and not first[:, 1:].any()
+    assert not terminal.any()  # the time limit is not a terminal state
+    # action shifted: entry t holds a_{t-1} = 0.1 * t, zeros at t = 0
+    t = np.arange(S, dtype=np.float32)
+    np.testing.assert_allclose(episodes["action"][..., 0], np.tile(0.1 * t, (3, 1)), rtol=1e-6)
+    # reward of the transition into o_t, 0 at t = 0
+    expected = np.where(t > 0, 0.1 * t, 0.0)[None] + np.where(t > 0, 1.0, 0.0)[None] * tasks[:, None]
+    np.testing.assert_allclose(episodes["obs"]["reward"], expected, rtol=1e-5)
+    np.testing.assert_allclose(episodes["obs"]["time"], np.tile(t / T, (3, 1)), rtol=1e-6)
+    # observations: pos accumulates within an episode, reset to 0 at the episode boundary (t = L)
+    pos = np.concatenate([np.cumsum(0.1 * t[: L + 1]), np.cumsum(0.1 * t[L + 1 :])])
+    pos[L] = 0.0
+    np.testing.assert_allclose(episodes["obs"]["obs"][..., 0], np.tile(pos, (3, 1)), rtol=1e-5, atol=1e-6)
+    # the returns are the sums of the stored rewards, split by episode
+    np.testing.assert_allclose(stats["return"], expected.sum(1), rtol=1e-5)
+    np.testing.assert_allclose(stats["episode_returns"][:, 0], expected[:, 1 : L + 1].sum(1), rtol=1e-5)
+    np.testing.assert_allclose(stats["episode_returns"][:, 1], expected[:, L + 1 :].sum(1), rtol=1e-5)
+    np.testing.assert_array_equal(stats["steps"], [T] * 3)
+
+
+def test_policy_sees_is_first_only_at_start_and_record_false():
+    """The policy's action encodes the is_first it was given: 1.5 when True, 0.5 otherwise."""
+    env = MetaEpisodeWrapper(CountEnv())
+    params = MetaParams(CountParams(), N, L)
+
+    def policy(carry, obs, key):
+        return (0.5 + obs["is_first"].astype(jnp.float32))[:, None], carry
+
+    rk = jax.random.split(jax.random.PRNGKey(0), 2)
+    episodes, stats = jax.jit(lambda rk, k: ro.rollout(env, params, policy, (), rk, k))(rk, jax.random.PRNGKey(0))
+    expected = np.r_[0.0, 1.5, np.full(T - 1, 0.5)]
+    np.testing.assert_allclose(episodes["action"][..., 0], np.tile(expected, (2, 1)))
+    none, stats_norecord = jax.jit(lambda rk, k: ro.rollout(env, params, policy, (), rk, k, record=False))(
+        rk, jax.random.PRNGKey(0)
+    )
+    assert none is None
+    for name in stats:
+        np.testing.assert_array_equal(stats[name], stats_norecord[name])
+
+
+def test_termination_in_last_episode_is_absorbing():
+    """terminate_at=3: episode 0 ends on a termination after 3 steps (next episode starts, not
+    terminal); episode 1 terminates after 3 more steps (t = 6): the meta-episode ends there."""
+    episodes, stats, tasks = run(terminate_at=3)
+    end = 6
+    terminal = np.asarray(episodes["is_terminal"])
+    assert not terminal[:, :end].any() and terminal[:, end:].all()
+    t = np.arange(T + 1, dtype=np.float32)
+    live = (t > 0) & (t <= end)
+    reward = np.where(live, 0.1 * t, 0.0)[None] + live[None] * tasks[:, None]
+    np.testing.assert_allclose(episodes["obs"]["reward"], reward, rtol=1e-5)
+    # absorbing: the observation and time stay at the terminal entry, actions are zero after it
+    np.testing.assert_allclose(episodes["obs"]["obs"][:, end:], np.repeat(episodes["obs"]["obs"][:, end : end + 1], T + 1 - end, 1))
+    np.testing.assert_allclose(episodes["obs"]["time"][:, end:], end / T)
+    assert not np.asarray(episodes["action"][:, end + 1 :]).any()
+    np.testing.assert_array_equal(stats["steps"], [end] * 3)
+    np.testing.assert_allclose(stats["return"], reward.sum(1), rtol=1e-5)
+    np.testing.assert_allclose(stats["episode_returns"][:, 0], reward[:, 1:4].sum(1), rtol=1e-5)
+
+
+def test_point_robot_rewards_match_env_and_replay_spec():
+    """Random actions on the real point robot: the stored reward at t equals the env's own
+    reward for (o_{t-1}, a_{t-1}), recomputed step by step outside the rollout."""
+    env, params = envs.make("point_robot", num_episodes=2, episode_length=7)
+    space = env.action_space(params)
+    rk = jax.random.split(jax.random.PRNGKey(5), 4)
+    episodes, stats = jax.jit(lambda rk, k: ro.rollout(env, params, ro.random_policy(space), (), rk, k))(
+        rk, jax.random.PRNGKey(6)
+    )
+    S = 15
+    assert episodes["obs"]["obs"].shape == (4, S, 2) and episodes["action"].shape == (4, S, 2)
+    actions = np.asarray(episodes["action"])
+    assert (np.abs(actions) <= 1).all() and np.abs(actions[:, 1:]).min(axis=(0, 1)).max() > 0
+    for i in range(4):
+        _, state = env.reset(rk[i], params)
+        goal = np.asarray(state.task)
+        for t in range(1, S):
+            pos = np.asarray(episodes["obs"]["obs"][i, t])
+            if t == 7:  # episode boundary: the stored obs is the reset of episode 2
+                np.testing.assert_allclose(pos, 0.0)
+                prev = np.asarray(episodes["obs"]["obs"][i, t - 1]) + 0.1 * actions[i, t]
+            else:
+                prev = pos
+                np.testing.assert_allclose(pos, np.asarray(episodes["obs"]["obs"][i, t - 1]) + 0.1 * actions[i, t], atol=1e-6)
+            d = np.linalg.norm(prev - goal)
+            np.testing.assert_allclose(episodes["obs"]["reward"][i, t], 1 - d if d <= 0.2 else 0.0, atol=1e-6)
+    np.testing.assert_allclose(stats["return"], np.asarray(episodes["obs"]["reward"]).sum(1), rtol=1e-5)
+    spec = ro.episode_spec(env, params)
+    assert spec["obs"]["obs"].shape == (S, 2) and spec["action"].shape == (S, 2)
+    assert jax.tree.structure(spec) == jax.tree.structure(jax.tree.map(lambda x: x[0], episodes))
+
+
+def test_action_to_model():
+    one_hot = ro.action_to_model(spaces.Discrete(5), jnp.array([0, 4]))
+    np.testing.assert_array_equal(one_hot, np.eye(5)[[0, 4]])
+    assert ro.action_dim(spaces.Discrete(5)) == 5 and ro.action_dim(spaces.Box(-1, 1, (3,))) == 3
