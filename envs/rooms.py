@@ -78,7 +78,8 @@ def is_free(pos: jax.Array, num_rooms: int) -> jax.Array:
 def normalise(pos: jax.Array, num_rooms: int) -> jax.Array:
     """Grid cell(s) [..., 2] int -> observation [..., 2] float32 in [-1, 1] (centred)."""
     pos = jnp.asarray(pos, jnp.float32)
-    x = pos[..., 0] * (2.0 / (grid_width(num_rooms) - 1)) - 1.0
+    last = grid_width(num_rooms) - 1  # 6N - 4
+    x = (2.0 * pos[..., 0] - last) / last  # exact: the middle column -> 0, mirror cells -> +-x
     return jnp.stack([x, pos[..., 1]], axis=-1)
 
 
