@@ -40,12 +40,17 @@ def _sign_action(d: jax.Array, positive: int, negative: int) -> jax.Array:
     return jnp.where(d > 0, positive, jnp.where(d < 0, negative, NOOP))
 
 
+def _same_room(x: jax.Array, tx: jax.Array) -> jax.Array:
+    """Columns x and tx both lie in one room (not in a corridor)."""
+    in_rooms = ((x % PERIOD) < ROOM_SIZE) & ((tx % PERIOD) < ROOM_SIZE)
+    return in_rooms & (x // PERIOD == tx // PERIOD)
+
+
 def step_towards(pos: jax.Array, target: jax.Array) -> jax.Array:
     """The first action of a shortest path from cell `pos` [2] to cell `target` [2]; noop there."""
     x, y = pos[0], pos[1]
     tx, ty = target[0], target[1]
-    in_room = (x % PERIOD) < ROOM_SIZE
-    same_room = in_room & (x // PERIOD == tx // PERIOD)
+    same_room = _same_room(x, tx)
     horizontal = _sign_action(tx - x, RIGHT, LEFT)
     in_room_move = jnp.where(tx != x, horizontal, _sign_action(ty - y, UP, DOWN))
     travel_move = jnp.where(y != 0, _sign_action(-y, UP, DOWN), horizontal)
@@ -55,7 +60,7 @@ def step_towards(pos: jax.Array, target: jax.Array) -> jax.Array:
 def path_length(pos: jax.Array, target: jax.Array) -> jax.Array:
     """Shortest-path length between cells pos [..., 2] and target [..., 2] (int32 [...])."""
     x, y, tx, ty = pos[..., 0], pos[..., 1], target[..., 0], target[..., 1]
-    same_room = ((x % PERIOD) < ROOM_SIZE) & (x // PERIOD == tx // PERIOD)
+    same_room = _same_room(x, tx)
     manhattan = jnp.abs(tx - x) + jnp.abs(ty - y)
     return jnp.where(same_room, manhattan, jnp.abs(y) + jnp.abs(tx - x) + jnp.abs(ty))
 
