@@ -1,0 +1,6 @@
+"""Command-line experiments (absl entry points): `python -m experiments.<name> --help`.
+
+* `experiments.rollout`: a short table of meta-episode returns of a reference policy.
+* `experiments.reference_returns`: random / oracle / Bayes returns per env -> results/reference_returns.{json,md}.
+* `experiments.bench_envs`: env steps per second vs vmap width -> results/bench_envs.json.
+"""
