@@ -213,7 +213,8 @@ def test_bayes_ignores_the_task(returns):
     # And act itself: same action and memory for different tasks.
     obs = {"obs": jnp.array([0.3, 0.5]), "reward": jnp.float32(0.9), "time": jnp.float32(0.1)}
     pstate = bayes.init(KEY, params)
-    a1, s1 = bayes.act(KEY, pstate, obs, jnp.array([1.0, 0.0]), params)
-    a2, s2 = bayes.act(KEY, pstate, obs, jnp.array([-1.0, 0.0]), params)
+    act = jax.jit(bayes.act)
+    a1, s1 = act(KEY, pstate, obs, jnp.array([1.0, 0.0]), params)
+    a2, s2 = act(KEY, pstate, obs, jnp.array([-1.0, 0.0]), params)
     np.testing.assert_array_equal(a1, a2)
     jax.tree.map(np.testing.assert_array_equal, s1, s2)
