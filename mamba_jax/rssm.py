@@ -1,0 +1,167 @@
+"""The recurrent state-space model (spec section 3): a LayerNorm GRU plus categorical latents.
+
+A latent state is a dict of arrays with batch shape [...]:
+
+    {"deter": [..., D], "stoch": [..., S, C] (one-hot, straight-through), "logits": [..., S, C]}
+
+(`logits` are the unimix'ed logits of the distribution `stoch` was drawn from).
+`feature(state)` = [flat stoch (S*C), deter (D)].
+
+The module (`RSSM`) holds the layers and single steps; `observe` / `imagine` scan them over
+time as pure functions of the params:
+
+    post, prior = observe(rssm, params, embed [B,T,E], action [B,T,A], is_first [B,T], key)
+    states      = imagine(rssm, params, start, policy_fn, key, horizon)
+
+Convention (DreamerV3): entry t holds o_t and the previous action a_{t-1}; the posterior at t
+is computed from (state_{t-1}, a_{t-1}, o_t). Where `is_first[t]`, the previous state and
+action are replaced by the learned initial state and zeros, so a sequence restarts exactly
+as from `initial`. Actions are clamped to [-1, 1] on entry.
+"""
+
+from __future__ import annotations
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from mamba_jax import dists
+from mamba_jax.nets import NormAct, dense
+
+
+class RSSM(nn.Module):
+    deter: int = 512
+    hidden: int = 64
+    stoch: int = 16
+    classes: int = 16
+    unimix: float = 0.01
+    eps: float = 1e-3
+
+    def setup(self):
+        self.img_in = dense(self.hidden)
+        self.img_in_norm = NormAct(self.eps)
+        self.gru = dense(3 * self.deter)
+        self.gru_norm = nn.LayerNorm(epsilon=self.eps)
+        self.img_out = dense(self.hidden)
+        self.img_out_norm = NormAct(self.eps)
+        self.img_logits = dense(self.stoch * self.classes, bias=True)
+        self.obs_out = dense(self.hidden)
+        self.obs_out_norm = NormAct(self.eps)
+        self.obs_logits = dense(self.stoch * self.classes, bias=True)
+        self.w0 = self.param("initial_deter", nn.initializers.zeros, (self.deter,))
+
+    # -------------------------------------------------------------- pieces
+    def _prior_logits(self, deter):
+        x = self.img_out_norm(self.img_out(deter))
+        logits = self.img_logits(x).reshape(deter.shape[:-1] + (self.stoch, self.classes))
+        return dists.unimix_logits(logits, self.unimix)
+
+    def _post_logits(self, deter, embed):
+        x = self.obs_out_norm(self.obs_out(jnp.concatenate([deter, embed], -1)))
+        logits = self.obs_logits(x).reshape(deter.shape[:-1] + (self.stoch, self.classes))
+        return dists.unimix_logits(logits, self.unimix)
+
+    def _gru(self, x, deter):
+        parts = self.gru_norm(self.gru(jnp.concatenate([x, deter], -1)))
+        reset, cand, update = jnp.split(parts, 3, -1)
+        reset = jax.nn.sigmoid(reset)
+        cand = jnp.tanh(reset * cand)
+        update = jax.nn.sigmoid(update - 1.0)
+        return update * cand + (1.0 - update) * deter
+
+    def _deter_step(self, state, action):
+        stoch = state["stoch"].reshape(state["stoch"].shape[:-2] + (-1,))
+        action = jnp.clip(action, -1.0, 1.0)
+        x = self.img_in_norm(self.img_in(jnp.concatenate([stoch, action], -1)))
+        return self._gru(x, state["deter"])
+
+    # -------------------------------------------------------------- public steps
+    def initial(self, batch_shape: tuple) -> dict:
+        """The learned initial state: h0 = tanh(w), z0 = mode of the prior at h0. [*batch_shape, ...]."""
+        deter = jnp.broadcast_to(jnp.tanh(self.w0), tuple(batch_shape) + (self.deter,))
+        logits = self._prior_logits(deter)
+        return {"deter": deter, "stoch": dists.onehot_mode(logits), "logits": logits}
+
+    def img_step(self, state: dict, action: jax.Array, key: jax.Array) -> dict:
+        """Prior step: (state [...], action [..., A]) -> next state sampled from the prior."""
+        deter = self._deter_step(state, action)
+        logits = self._prior_logits(deter)
+        return {"deter": deter, "stoch": dists.onehot_sample_st(key, logits), "logits": logits}
+
+    def obs_step(self, state: dict, action: jax.Array, embed: jax.Array, is_first: jax.Array, key: jax.Array):
+        """Posterior step. Resets (state, action) to (initial, 0) where `is_first` [...].
+
+        Returns (post, prior): post = {deter, stoch, logits}, prior = {deter, logits} (same deter).
+        """
+        init = self.initial(is_first.shape)
+        first = is_first[..., None]
+        state = {
+            "deter": jnp.where(first, init["deter"], state["deter"]),
+            "stoch": jnp.where(first[..., None], init["stoch"], state["stoch"]),
+            "logits": state["logits"],
+        }
+        action = jnp.where(first, 0.0, action)
+        deter = self._deter_step(state, action)
+        prior_logits = self._prior_logits(deter)
+        post_logits = self._post_logits(deter, embed)
+        post = {"deter": deter, "stoch": dists.onehot_sample_st(key, post_logits), "logits": post_logits}
+        return post, {"deter": deter, "logits": prior_logits}
+
+    def __call__(self, state, action, embed, is_first, key):
+        """Touches every layer (used by `init`)."""
+        post, _ = self.obs_step(state, action, embed, is_first, key)
+        return self.img_step(post, action, key)
+
+
+def feature(state: dict) -> jax.Array:
+    """[..., S*C + D]: flat stoch then deter."""
+    stoch = state["stoch"]
+    return jnp.concatenate([stoch.reshape(stoch.shape[:-2] + (-1,)), state["deter"]], -1)
+
+
+def initial_state(rssm: RSSM, params, batch_shape: tuple) -> dict:
+    return rssm.apply(params, tuple(batch_shape), method=RSSM.initial)
+
+
+def observe(rssm: RSSM, params, embed, action, is_first, key, state=None):
+    """Posterior over a sequence.
+
+    embed [B, T, E], action [B, T, A] (a_{t-1} at t), is_first [B, T] bool, state (optional,
+    batch [B]; defaults to the initial state, which the reset at is_first[:, 0] reproduces).
+    Returns (post, prior) with leaves [B, T, ...].
+    """
+    B, T = is_first.shape
+    if state is None:
+        state = initial_state(rssm, params, (B,))
+    keys = jax.random.split(key, T)
+
+    def step(carry, xs):
+        e, a, f, k = xs
+        post, prior = rssm.apply(params, carry, a, e, f, k, method=RSSM.obs_step)
+        return post, (post, prior)
+
+    xs = (jnp.swapaxes(embed, 0, 1), jnp.swapaxes(action, 0, 1), jnp.swapaxes(is_first, 0, 1), keys)
+    _, (post, prior) = jax.lax.scan(step, state, xs)
+    swap = lambda x: jnp.swapaxes(x, 0, 1)
+    return jax.tree.map(swap, post), jax.tree.map(swap, prior)
+
+
+def imagine(rssm: RSSM, params, start: dict, policy_fn, key, horizon: int):
+    """Rolls the prior forward from `start` (batch [N]) for `horizon` steps.
+
+    `policy_fn(state, key) -> action [N, A]` picks a_t from s_t. Returns (states, actions):
+    states with leaves [N, horizon + 1, ...] (s_0 = start, ..., s_H) and actions [N, horizon, A]
+    (a_t taken in s_t, t < H).
+    """
+    keys = jax.random.split(key, horizon)
+
+    def step(state, k):
+        ka, ks = jax.random.split(k)
+        action = policy_fn(state, ka)
+        nxt = rssm.apply(params, state, action, ks, method=RSSM.img_step)
+        return nxt, (nxt, action)
+
+    _, (states, actions) = jax.lax.scan(step, start, keys)
+    states = jax.tree.map(lambda x0, xs: jnp.concatenate([x0[None], xs], 0), start, states)
+    swap = lambda x: jnp.swapaxes(x, 0, 1)
+    return jax.tree.map(swap, states), swap(actions)

@@ -1,0 +1,166 @@
+"""The world model and its loss (spec sections 1-3).
+
+`WorldModel` bundles the flax modules (encoder, RSSM, decoder, reward and continue heads);
+its params are a plain dict {"encoder", "rssm", "decoder", "reward", "cont"}.
+
+`wm_loss(wm, params, batch, key, h_wm, config)` is the loss on one batch already cut to a
+static number of entries S = length + 1 (a horizon bucket): entries t > h_wm (the dynamic
+horizon) are masked out of every term.
+
+* KL over every entry t <= h_wm: rep = KL(post || sg(prior)), dyn = KL(sg(post) || prior),
+  each summed over latents, clipped below at `free_bits` per (b, t), averaged;
+  `kl_dyn_scale * dyn + kl_rep_scale * rep`.
+* Reconstruction (decoder, reward two-hot, continue Bernoulli on 1 - is_terminal) on
+  `recon_subsample` entries per sequence drawn uniformly with replacement from [0, h_wm]
+  (-1: every entry, masked).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+
+from mamba_jax import dists
+from mamba_jax.config import Config
+from mamba_jax.nets import Decoder, Encoder, Head, ObsSpec, decoder_loss
+from mamba_jax.rssm import RSSM, feature, observe
+
+sg = jax.lax.stop_gradient
+
+
+@dataclasses.dataclass(frozen=True)
+class WorldModel:
+    """The world model's modules. Hashable; build with `WorldModel.create`."""
+
+    encoder: Encoder
+    rssm: RSSM
+    decoder: Decoder
+    reward: Head
+    cont: Head
+    spec: ObsSpec
+    action_dim: int
+
+    @classmethod
+    def create(cls, config: Config, spec: ObsSpec, action_dim: int) -> "WorldModel":
+        c, eps = config, config.layer_norm_eps
+        return cls(
+            encoder=Encoder(spec, c.enc_layers, c.units, c.cnn_depth, eps),
+            rssm=RSSM(c.deter, c.hidden, c.stoch, c.classes, c.unimix, eps),
+            decoder=Decoder(spec, c.enc_layers, c.units, c.cnn_depth, eps),
+            reward=Head(c.head_layers, c.head_units, c.bins, zero_init=True, eps=eps),
+            cont=Head(c.head_layers, c.head_units, 1, eps=eps),
+            spec=spec,
+            action_dim=action_dim,
+        )
+
+    @property
+    def feature_size(self) -> int:
+        return self.rssm.stoch * self.rssm.classes + self.rssm.deter
+
+    def init(self, key: jax.Array) -> dict:
+        """Fresh params for a batch-free example observation."""
+        k = jax.random.split(key, 6)
+        obs = {name: jnp.zeros(shape, jnp.float32) for name, shape, _ in self.spec}
+        embed_params = self.encoder.init(k[0], obs)
+        embed = self.encoder.apply(embed_params, obs)
+        init = {"deter": jnp.zeros((self.rssm.deter,)), "stoch": jnp.zeros((self.rssm.stoch, self.rssm.classes))}
+        init["logits"] = init["stoch"]
+        rssm_params = self.rssm.init(k[1], init, jnp.zeros((self.action_dim,)), embed, jnp.array(True), k[2])
+        feat = jnp.zeros((self.feature_size,))
+        return {
+            "encoder": embed_params,
+            "rssm": rssm_params,
+            "decoder": self.decoder.init(k[3], feat),
+            "reward": self.reward.init(k[4], feat),
+            "cont": self.cont.init(k[5], feat),
+        }
+
+    def embed(self, params, obs):
+        return self.encoder.apply(params["encoder"], obs)
+
+    def reward_mean(self, params, feat, bins):
+        return dists.twohot_mean(self.reward.apply(params["reward"], feat), bins)
+
+    def cont_prob(self, params, feat):
+        return dists.bernoulli_mean(self.cont.apply(params["cont"], feat)[..., 0])
+
+
+def gather_time(tree, idx):
+    """Leaves [B, S, ...] and idx [B, K] int -> leaves [B, K, ...]."""
+    rows = jnp.arange(idx.shape[0])[:, None]
+    return jax.tree.map(lambda x: x[rows, idx], tree)
+
+
+def sample_times(key, h_wm, batch: int, length: int, count: int):
+    """Time indices [B, K] and weights [B, K] for sub-sampled losses / imagination starts.
+
+    count > 0: uniform with replacement from [0, h_wm] (weights 1). count == -1: every entry
+    0..length (K = length + 1), weighted 1 where t <= h_wm and 0 beyond.
+    """
+    if count == -1:
+        idx = jnp.broadcast_to(jnp.arange(length + 1), (batch, length + 1))
+        return idx, (idx <= h_wm).astype(jnp.float32)
+    idx = jax.random.randint(key, (batch, count), 0, h_wm + 1)
+    return idx, jnp.ones((batch, count), jnp.float32)
+
+
+def kl_losses(post_logits, prior_logits, free_bits: float):
+    """[..., S, C] logits -> (dyn [...], rep [...], kl [...]): KL summed over latents, clipped below at free_bits."""
+    dyn = dists.categorical_kl(sg(post_logits), prior_logits).sum(-1)
+    rep = dists.categorical_kl(post_logits, sg(prior_logits)).sum(-1)
+    return jnp.maximum(dyn, free_bits), jnp.maximum(rep, free_bits), sg(rep)
+
+
+def _masked_mean(x, w):
+    return jnp.sum(x * w) / jnp.maximum(jnp.sum(w), 1.0)
+
+
+def wm_loss(wm: WorldModel, params, batch: dict, key, h_wm, config: Config):
+    """World-model loss on a batch of S = length + 1 entries (static), horizon h_wm <= length (dynamic).
+
+    batch: {"obs": {key: [B, S, ...]}, "action": [B, S, A], "is_first": [B, S], "is_terminal": [B, S]}.
+    Returns (loss, (metrics, post)) with post (stop-gradient) leaves [B, S, ...].
+    """
+    B, S = batch["is_first"].shape
+    k_obs, k_rec = jax.random.split(key)
+    obs = batch["obs"]
+    embed = wm.embed(params, obs)
+    post, prior = observe(wm.rssm, params["rssm"], embed, batch["action"], batch["is_first"], k_obs)
+
+    mask = (jnp.arange(S)[None, :] <= h_wm).astype(jnp.float32) * jnp.ones((B, 1))
+    dyn, rep, kl = kl_losses(post["logits"], prior["logits"], config.free_bits)
+    dyn_loss, rep_loss = _masked_mean(dyn, mask), _masked_mean(rep, mask)
+
+    idx, weight = sample_times(k_rec, h_wm, B, S - 1, config.recon_subsample)
+    feat = feature(gather_time(post, idx))
+    obs_k = gather_time(obs, idx)
+    dec_nll, per_key = decoder_loss(wm.decoder.apply(params["decoder"], feat), obs_k, wm.spec)
+    bins = dists.bins(config.bins, config.bin_low, config.bin_high)
+    reward_k = gather_time(jnp.asarray(obs["reward"], jnp.float32), idx)
+    rew_nll = -dists.twohot_log_prob(wm.reward.apply(params["reward"], feat), reward_k, bins)
+    cont_target = 1.0 - gather_time(batch["is_terminal"], idx).astype(jnp.float32)
+    cont_nll = -dists.bernoulli_log_prob(wm.cont.apply(params["cont"], feat)[..., 0], cont_target)
+
+    dec_loss, rew_loss, cont_loss = (_masked_mean(x, weight) for x in (dec_nll, rew_nll, cont_nll))
+    loss = (
+        config.dec_scale * dec_loss
+        + config.reward_scale * rew_loss
+        + config.cont_scale * cont_loss
+        + config.kl_dyn_scale * dyn_loss
+        + config.kl_rep_scale * rep_loss
+    )
+    metrics = {
+        "wm/loss": loss,
+        "wm/dec": dec_loss,
+        "wm/reward": rew_loss,
+        "wm/cont": cont_loss,
+        "wm/dyn": dyn_loss,
+        "wm/rep": rep_loss,
+        "wm/kl": _masked_mean(kl, mask),
+        "wm/post_entropy": _masked_mean(dists.categorical_entropy(post["logits"]).sum(-1), mask),
+    }
+    for k, v in per_key.items():
+        metrics[f"wm/dec_{k}"] = _masked_mean(v, weight)
+    return loss, (metrics, sg(post))

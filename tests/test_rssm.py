@@ -1,0 +1,98 @@
+"""RSSM: shapes, the LayerNorm GRU by hand, the learned initial state, is_first resets."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from mamba_jax import dists
+from mamba_jax.rssm import RSSM, feature, imagine, initial_state, observe
+
+B, T, E, A = 3, 7, 5, 2
+RSSM_SMALL = RSSM(deter=12, hidden=6, stoch=3, classes=4, unimix=0.01)
+
+
+@pytest.fixture(scope="module")
+def setup():
+    key = jax.random.PRNGKey(0)
+    state = {"deter": jnp.zeros((12,)), "stoch": jnp.zeros((3, 4)), "logits": jnp.zeros((3, 4))}
+    params = RSSM_SMALL.init(key, state, jnp.zeros((A,)), jnp.zeros((E,)), jnp.array(True), key)
+    # a non-zero learned initial state, so that resets are visible
+    params = jax.tree.map(lambda x: x, params)
+    params["params"]["initial_deter"] = jax.random.normal(jax.random.PRNGKey(5), (12,))
+    embed = jax.random.normal(jax.random.PRNGKey(1), (B, T, E))
+    action = jax.random.uniform(jax.random.PRNGKey(2), (B, T, A), minval=-1, maxval=1)
+    is_first = jnp.zeros((B, T), bool).at[:, 0].set(True).at[1, 4].set(True)
+    run = jax.jit(lambda p, e, a, f, k: observe(RSSM_SMALL, p, e, a, f, k))
+    return params, embed, action, is_first, run
+
+
+def test_shapes_and_initial_state(setup):
+    params, embed, action, is_first, run = setup
+    post, prior = run(params, embed, action, is_first, jax.random.PRNGKey(3))
+    assert post["deter"].shape == (B, T, 12) and post["stoch"].shape == (B, T, 3, 4)
+    assert prior["logits"].shape == (B, T, 3, 4) and feature(post).shape == (B, T, 12 + 12)
+    np.testing.assert_allclose(post["stoch"].sum(-1), 1.0, atol=1e-6)  # one-hot
+    init = initial_state(RSSM_SMALL, params, (B,))
+    np.testing.assert_allclose(init["deter"][0], jnp.tanh(params["params"]["initial_deter"]), rtol=1e-6)
+    np.testing.assert_allclose(init["stoch"], dists.onehot_mode(init["logits"]))
+    # unimix: every class keeps at least 1% / 4 probability
+    assert float(jax.nn.softmax(post["logits"], -1).min()) >= 0.01 / 4 - 1e-7
+
+
+def test_gru_by_hand(setup):
+    params, *_ = setup
+    p = params["params"]
+    state = {"deter": jax.random.normal(jax.random.PRNGKey(7), (12,)),
+             "stoch": jax.nn.one_hot(jnp.array([0, 3, 1]), 4), "logits": jnp.zeros((3, 4))}
+    action = jnp.array([2.0, -0.5])  # clamped to [1, -0.5] on entry
+    nxt = RSSM_SMALL.apply(params, state, action, jax.random.PRNGKey(0), method=RSSM.img_step)
+
+    def ln(x, q, eps=1e-3):
+        m, v = x.mean(-1), x.var(-1)
+        return (x - m) / np.sqrt(v + eps) * q["scale"] + q["bias"]
+
+    silu = lambda x: x / (1 + np.exp(-x))
+    sig = lambda x: 1 / (1 + np.exp(-x))
+    x = np.concatenate([np.asarray(state["stoch"]).reshape(-1), [1.0, -0.5]])
+    x = silu(ln(x @ p["img_in"]["kernel"], p["img_in_norm"]["LayerNorm_0"]))
+    h = np.asarray(state["deter"])
+    parts = ln(np.concatenate([x, h]) @ p["gru"]["kernel"], p["gru_norm"])
+    r, c, u = np.split(parts, 3)
+    r = sig(r)
+    c = np.tanh(r * c)
+    u = sig(u - 1.0)
+    np.testing.assert_allclose(nxt["deter"], u * c + (1 - u) * h, rtol=2e-4, atol=2e-5)
+
+
+def test_reset_at_is_first_restarts_from_initial_state(setup):
+    params, embed, action, is_first, run = setup
+    key = jax.random.PRNGKey(3)
+    post, _ = run(params, embed, action, is_first, key)
+    # sequence 1 restarts at t = 4: its state there equals one posterior step from the initial state
+    keys = jax.random.split(key, T)
+    init = initial_state(RSSM_SMALL, params, ())
+    step, _ = RSSM_SMALL.apply(params, init, jnp.zeros((A,)), embed[1, 4], jnp.array(False), keys[4], method=RSSM.obs_step)
+    np.testing.assert_allclose(post["deter"][1, 4], step["deter"], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(post["logits"][1, 4], step["logits"], rtol=1e-5, atol=1e-6)
+    # ... and nothing before the reset influences anything after it
+    embed2 = embed.at[1, :4].add(3.0)
+    action2 = action.at[1, :4].multiply(-1.0)
+    post2, _ = run(params, embed2, action2, is_first, key)
+    np.testing.assert_allclose(post2["deter"][1, 4:], post["deter"][1, 4:], rtol=1e-5, atol=1e-6)
+    assert not np.allclose(post2["deter"][1, :4], post["deter"][1, :4])
+    # while a sequence without a reset does depend on its past
+    embed3 = embed.at[0, :4].add(3.0)
+    post3, _ = run(params, embed3, action, is_first, key)
+    assert not np.allclose(post3["deter"][0, 4:], post["deter"][0, 4:])
+
+
+def test_imagine_shapes(setup):
+    params, embed, action, is_first, run = setup
+    post, _ = run(params, embed, action, is_first, jax.random.PRNGKey(3))
+    start = jax.tree.map(lambda x: x[:, 2], post)
+    policy = lambda s, k: jnp.tanh(s["deter"][:, :A])
+    states, actions = imagine(RSSM_SMALL, params, start, policy, jax.random.PRNGKey(4), 4)
+    assert states["deter"].shape == (B, 5, 12) and actions.shape == (B, 4, A)
+    np.testing.assert_allclose(states["deter"][:, 0], start["deter"])
+    np.testing.assert_allclose(actions[:, 1], jnp.tanh(states["deter"][:, 1, :A]), rtol=1e-6)
