@@ -60,6 +60,7 @@ class MetaState:
     episode_index: jax.Array  # int32: the current episode, 0..N-1
     episode_step: jax.Array  # int32: the step within the current episode, 0..L-1
     terminated: jax.Array  # bool: the meta-episode ended on an inner termination
+    ended: jax.Array  # bool: the meta-episode ended (its N-th episode ended)
 
 
 def _observation(obs: Any, reward: jax.Array, t: jax.Array, params: MetaParams) -> dict:
@@ -108,6 +109,7 @@ class MetaEpisodeWrapper(environment.Environment):
             episode_index=zero,
             episode_step=zero,
             terminated=jnp.zeros((), bool),
+            ended=jnp.zeros((), bool),
         )
         return _observation(obs, 0.0, zero, params), state
 
@@ -136,6 +138,7 @@ class MetaEpisodeWrapper(environment.Environment):
             episode_index=episode_index,
             episode_step=jnp.where(episode_end, 0, episode_step).astype(jnp.int32),
             terminated=jnp.logical_and(meta_end, inner_terminated),
+            ended=meta_end,
         )
         reward = jnp.asarray(reward, jnp.float32)
         info = {
@@ -150,8 +153,9 @@ class MetaEpisodeWrapper(environment.Environment):
         return _observation(obs, reward, time, params), new_state, reward, terminated, info
 
     def is_truncated(self, state: MetaState, params: MetaParams) -> jax.Array:
-        """The meta-episode ended on its time limit: N episodes of L steps have been played."""
-        return state.time >= params.num_episodes * params.episode_length
+        """The meta-episode ended on its time limit: its N-th episode reached L steps (after
+        N * L steps, or fewer when an earlier episode ended on an inner termination)."""
+        return jnp.logical_and(state.ended, jnp.logical_not(state.terminated))
 
     def is_terminated(self, state: MetaState, params: MetaParams) -> jax.Array:
         return state.terminated
