@@ -1,0 +1,161 @@
+"""Learning curves from training logdirs to a PNG.
+
+    python -m experiments.plot runs/pr_mamba runs/pr_dreamer --out=fig.png
+    python -m experiments.plot runs/s0 runs/s1 runs/d0 --labels=MAMBA,MAMBA,DreamerV3 --out=fig.png
+    python -m experiments.plot runs/pr --x=wall_seconds --out=fig_wall.png
+
+One panel for the meta-episode return (`eval/return`) and one per episode index
+(`eval/return_episode_i`), against real env steps (or wall-clock seconds). Each curve is the
+mean over seeds with the spread (min..max over seeds) shaded; seeds come from a logdir's
+`.../per_seed` lists (one run with --num_seeds) and from logdirs sharing a label. Horizontal
+dashed lines: the reference policies' returns from results/reference_returns.json (and the
+run's own LOGDIR/reference.json), when their env and N x L match the run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import types
+
+import numpy as np
+
+from mamba_jax import evaluate as ev
+from mamba_jax.logging import read_metrics
+
+REFERENCE_STYLES = {"bayes": ("k", "Bayes reference"), "oracle": ("tab:green", "oracle"), "random": ("tab:gray", "random")}
+
+
+def load_run(logdir: str, x_key: str = "env_steps") -> dict:
+    """{"x": [P], "series": {metric: [P, seeds]}, "info": run.json or {}} from one logdir (eval rows only)."""
+    rows = [r for r in read_metrics(logdir) if r.get("eval/return") is not None]
+    if not rows:
+        raise ValueError(f"{logdir}: no evaluation rows in metrics.jsonl")
+    info = {}
+    if os.path.exists(os.path.join(logdir, "run.json")):
+        with open(os.path.join(logdir, "run.json")) as f:
+            info = json.load(f)
+    metrics = ["eval/return"]
+    i = 1
+    while f"eval/return_episode_{i}" in rows[0]:
+        metrics.append(f"eval/return_episode_{i}")
+        i += 1
+    series = {}
+    for m in metrics:
+        per_seed = [r.get(m + "/per_seed") or [r[m]] for r in rows]
+        series[m] = np.asarray([[np.nan if v is None else v for v in s] for s in per_seed], np.float64)
+    return {"x": np.asarray([r[x_key] for r in rows], np.float64), "series": series, "info": info}
+
+
+def merge(runs: list[dict]) -> dict:
+    """Runs of one label -> seeds stacked on the first run's x grid (linear interpolation)."""
+    base = runs[0]
+    out = {"x": base["x"], "series": {}, "info": base["info"]}
+    for m in base["series"]:
+        cols = []
+        for r in runs:
+            if m not in r["series"]:
+                continue
+            for s in range(r["series"][m].shape[1]):
+                cols.append(np.interp(base["x"], r["x"], r["series"][m][:, s], right=np.nan))
+        out["series"][m] = np.stack(cols, 1)
+    return out
+
+
+def references(info: dict, logdirs: list[str], path: str) -> dict:
+    """{policy: {"return": x, "episode_returns": [...]}} for the run's env and N x L."""
+    config = info.get("config", {})
+    env = config.get("env")
+    if env is None:
+        return {}
+    params = types.SimpleNamespace(num_episodes=config.get("num_episodes"), episode_length=config.get("episode_length"))
+    refs = {}
+    for policy in REFERENCE_STYLES:
+        found = ev._read_reference(path, env, policy, params)
+        if found is not None:
+            refs[policy] = found
+    for logdir in logdirs:
+        own = os.path.join(logdir, "reference.json")
+        if "bayes" not in refs and os.path.exists(own):
+            with open(own) as f:
+                refs["bayes"] = json.load(f)
+    return refs
+
+
+def plot(logdirs: list[str], out: str, labels: list[str] | None = None, x_key: str = "env_steps",
+         reference_file: str = ev.REFERENCE_FILE, title: str | None = None) -> str:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    if labels is None:
+        labels = [os.path.basename(os.path.normpath(d)) for d in logdirs]
+    if len(labels) != len(logdirs):
+        raise ValueError(f"--labels has {len(labels)} names for {len(logdirs)} logdirs; give one per logdir")
+    groups: dict[str, list[str]] = {}
+    for label, logdir in zip(labels, logdirs):
+        groups.setdefault(label, []).append(logdir)
+    curves = {label: merge([load_run(d, x_key) for d in dirs]) for label, dirs in groups.items()}
+    metrics = list(next(iter(curves.values()))["series"])
+    fig, axes = plt.subplots(1, len(metrics), figsize=(4.2 * len(metrics), 3.4), squeeze=False)
+    first = next(iter(curves.values()))
+    refs = references(first["info"], logdirs, reference_file)
+    for ax, metric in zip(axes[0], metrics):
+        for label, curve in curves.items():
+            if metric not in curve["series"]:
+                continue
+            values = curve["series"][metric]
+            mean = np.nanmean(values, 1)
+            seeds = values.shape[1]
+            (line,) = ax.plot(curve["x"], mean, label=f"{label} ({seeds} seed{'s' if seeds > 1 else ''})")
+            if seeds > 1:
+                ax.fill_between(curve["x"], np.nanmin(values, 1), np.nanmax(values, 1), color=line.get_color(), alpha=0.2)
+        for policy, ref in refs.items():
+            color, name = REFERENCE_STYLES[policy]
+            if metric == "eval/return":
+                value = ref.get("return")
+            else:
+                index = int(metric.rsplit("_", 1)[1]) - 1
+                episodes = ref.get("episode_returns") or []
+                value = episodes[index] if index < len(episodes) else None
+            if value is not None:
+                ax.axhline(value, color=color, linestyle="--", linewidth=1, label=name)
+        ax.set_title("meta-episode return" if metric == "eval/return" else f"episode {metric.rsplit('_', 1)[1]} return")
+        ax.set_xlabel("env steps" if x_key == "env_steps" else "wall-clock seconds")
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("mean return over evaluation tasks")
+    axes[0][0].legend(fontsize=7)
+    if title is None:
+        title = first["info"].get("config", {}).get("name")
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+    fig.savefig(out, dpi=120)
+    plt.close(fig)
+    return out
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("logdirs", nargs="+", help="training logdirs (with metrics.jsonl)")
+    parser.add_argument("--out", required=True, help="output PNG path")
+    parser.add_argument("--labels", default=None, help="comma-separated label per logdir; equal labels merge as seeds")
+    parser.add_argument("--x", default="env_steps", choices=["env_steps", "wall_seconds"], help="x axis")
+    parser.add_argument("--reference", default=ev.REFERENCE_FILE, help="reference returns JSON")
+    parser.add_argument("--title", default=None)
+    args = parser.parse_args(argv)
+    labels = args.labels.split(",") if args.labels else None
+    try:
+        path = plot(args.logdirs, args.out, labels, args.x, args.reference, args.title)
+    except ValueError as error:
+        parser.error(str(error))
+    print(path)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,131 @@
+"""Train MAMBA (or the DreamerV3 baseline) on a preset; see docs/training.md.
+
+    python -m experiments.train --env=point_robot --logdir=runs/pr --num_seeds=4
+    python -m experiments.train --env=point_robot --logdir=runs/pr_dreamer --nomamba
+    python -m experiments.train --env=debug --logdir=/tmp/dbg --steps=400 --config=batch_size=8 --config=wm_lr=3e-4
+    python -m experiments.train --env=point_robot --logdir=runs/pr --resume      # continue a run
+
+Every flag and override is validated (preset names, Config field names and types, value
+ranges, env parameters) before anything is compiled; errors name the allowed values.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+
+from absl import app, flags
+
+from mamba_jax.config import PRESETS, Config, get_config
+
+FLAGS = flags.FLAGS
+flags.DEFINE_enum("env", None, list(PRESETS), "Preset (sets the env and every hyperparameter).")
+flags.DEFINE_string("logdir", None, "Directory for metrics.jsonl, TensorBoard events and checkpoints.")
+flags.DEFINE_integer("seed", 0, "Base seed; seed i of the run uses fold_in(PRNGKey(seed), i).", lower_bound=0)
+flags.DEFINE_integer("num_seeds", 1, "Seeds trained together (vmapped, sharded over devices).", lower_bound=1)
+flags.DEFINE_integer("steps", None, "Budget in real env steps (default: the preset's env_steps).", lower_bound=1)
+flags.DEFINE_bool("mamba", None, "MAMBA (true) or the plain DreamerV3 baseline (false); default: the preset's.")
+flags.DEFINE_multi_string("config", [], "Override a Config field: --config=field=value (repeatable).")
+flags.DEFINE_integer("chunk_iterations", None, "Iterations per jitted chunk (default: eval_every / steps per iteration).", lower_bound=1)
+flags.DEFINE_integer("eval_every", None, "Evaluate every this many env steps (default: the preset's eval_every).", lower_bound=1)
+flags.DEFINE_integer("checkpoint_every", 1, "Checkpoint every this many chunks (and at the end).", lower_bound=1)
+flags.DEFINE_integer("max_to_keep", 2, "Checkpoints kept (the newest complete ones).", lower_bound=1)
+flags.DEFINE_bool("resume", False, "Continue the run in --logdir from its latest checkpoint.")
+flags.DEFINE_bool("final_test", True, "Run the final test on final_eval_tasks fresh tasks at the end.")
+flags.DEFINE_bool("reference", True, "Report returns as a fraction of the Bayes-reference policy's.")
+flags.DEFINE_bool("dry_run", False, "Validate the flags, print the config and exit (compiles nothing).")
+
+_TRUE = ("1", "true", "yes", "on")
+_FALSE = ("0", "false", "no", "off")
+
+
+def parse_value(field: dataclasses.Field, text: str):
+    """Parses `text` as the type of Config `field` (int, float, bool or str)."""
+    kind = field.type if isinstance(field.type, str) else getattr(field.type, "__name__", str(field.type))
+    name = field.name
+    if kind == "bool":
+        if text.lower() in _TRUE:
+            return True
+        if text.lower() in _FALSE:
+            return False
+        raise ValueError(f"--config={name}={text}: allowed: a boolean ({'/'.join(_TRUE + _FALSE)})")
+    if kind == "int":
+        try:
+            value = float(text)
+        except ValueError:
+            raise ValueError(f"--config={name}={text}: allowed: an integer") from None
+        if not value.is_integer():
+            raise ValueError(f"--config={name}={text}: allowed: an integer")
+        return int(value)
+    if kind == "float":
+        try:
+            return float(text)
+        except ValueError:
+            raise ValueError(f"--config={name}={text}: allowed: a number") from None
+    return text
+
+
+def parse_overrides(items: list[str]) -> dict:
+    """['field=value', ...] -> {field: typed value}; ValueError naming the allowed fields."""
+    fields = {f.name: f for f in dataclasses.fields(Config)}
+    out = {}
+    for item in items:
+        if "=" not in item:
+            raise ValueError(f"--config={item!r}: expected field=value")
+        name, text = item.split("=", 1)
+        name = name.strip()
+        if name not in fields:
+            raise ValueError(f"--config: unknown field {name!r}; allowed: {', '.join(sorted(fields))}")
+        out[name] = parse_value(fields[name], text.strip())
+    return out
+
+
+def build_config(preset: str, overrides: list[str], mamba: bool | None = None, steps: int | None = None) -> Config:
+    """The validated Config of the flags (no JAX computation)."""
+    values = parse_overrides(overrides)
+    if mamba is not None:
+        values["mamba"] = mamba
+    if steps is not None:
+        values["env_steps"] = steps
+    config = get_config(preset, **values)
+    import envs  # validates N, L and the env name (raises ValueError naming the allowed values)
+
+    envs.make(config.env, num_episodes=config.num_episodes, episode_length=config.episode_length)
+    return config
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments {argv[1:]}; every option is a --flag")
+    if FLAGS.env is None:
+        raise app.UsageError(f"--env is required; allowed: {', '.join(PRESETS)}")
+    if FLAGS.logdir is None and not FLAGS.dry_run:
+        raise app.UsageError("--logdir is required")
+    try:
+        config = build_config(FLAGS.env, FLAGS.config, FLAGS.mamba, FLAGS.steps)
+    except ValueError as error:
+        raise app.UsageError(str(error)) from None
+    if FLAGS.dry_run:
+        print(config)
+        return 0
+    from mamba_jax import train  # imported after validation
+
+    train.run(
+        config,
+        FLAGS.logdir,
+        seed=FLAGS.seed,
+        num_seeds=FLAGS.num_seeds,
+        steps=config.env_steps,
+        chunk_iterations=FLAGS.chunk_iterations,
+        eval_every=FLAGS.eval_every,
+        checkpoint_every=FLAGS.checkpoint_every,
+        max_to_keep=FLAGS.max_to_keep,
+        resume=FLAGS.resume,
+        final_test=FLAGS.final_test,
+        reference=FLAGS.reference,
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(app.run(main))

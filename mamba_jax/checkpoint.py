@@ -1,0 +1,73 @@
+"""Checkpoints of the whole train state with orbax (params, optimiser states, replay, keys,
+counters) plus a small JSON of host-side state (wall time, next evaluation, config).
+
+    ckpt = Checkpointer(os.path.join(logdir, "checkpoints"), max_to_keep=2)
+    ckpt.save(step, train_state, {"wall_seconds": 12.3, ...})   # step: env steps (an int)
+    state, meta = ckpt.restore(abstract_state)                  # the latest complete one
+
+Atomicity: orbax writes each checkpoint into a temporary directory and renames it when it is
+complete; an interrupted save leaves no step directory, so `latest_step` always names a
+complete checkpoint. Old checkpoints are removed only after a newer one is complete
+(`max_to_keep` >= 1 keeps at least the last good one). Saves are synchronous, so a run that
+ends right after `save` leaves it on disk.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import jax
+import orbax.checkpoint as ocp
+
+
+class Checkpointer:
+    """A thin wrapper over `orbax.checkpoint.CheckpointManager` for (train state, host metadata)."""
+
+    def __init__(self, directory: str, max_to_keep: int = 2):
+        if max_to_keep < 1:
+            raise ValueError(f"max_to_keep must be >= 1 (the last good checkpoint is always kept), got {max_to_keep}")
+        self.directory = os.path.abspath(directory)
+        options = ocp.CheckpointManagerOptions(
+            max_to_keep=max_to_keep,
+            create=True,
+            enable_async_checkpointing=False,
+        )
+        self._manager = ocp.CheckpointManager(self.directory, options=options)
+
+    def latest_step(self) -> int | None:
+        return self._manager.latest_step()
+
+    def all_steps(self) -> list[int]:
+        return list(self._manager.all_steps())
+
+    def save(self, step: int, state: Any, meta: dict) -> None:
+        """Saves `state` (a pytree of arrays, possibly sharded) and JSON-able `meta` as `step`."""
+        self._manager.save(
+            int(step),
+            args=ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)),
+            force=True,
+        )
+        self._manager.wait_until_finished()
+
+    def restore(self, target: Any, step: int | None = None) -> tuple[Any, dict]:
+        """Restores (state, meta) of `step` (default: the latest). `target` is a pytree of arrays
+        or jax.ShapeDtypeStruct (with shardings) giving the structure, shapes and placement."""
+        step = self.latest_step() if step is None else step
+        if step is None:
+            raise FileNotFoundError(f"no checkpoint in {self.directory}")
+        abstract = jax.tree.map(_abstract, target)
+        out = self._manager.restore(
+            step,
+            args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()),
+        )
+        return out["state"], dict(out["meta"])
+
+    def close(self) -> None:
+        self._manager.close()
+
+
+def _abstract(x):
+    if isinstance(x, jax.ShapeDtypeStruct):
+        return x
+    return jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=getattr(x, "sharding", None))
