@@ -6,13 +6,16 @@ in the replay format of docs/api.md:
 
     episodes = {"obs": {"obs": [n, S, ...], "reward": [n, S], "time": [n, S]},
                 "action": [n, S, A] float32    (a_{t-1} in model format; zeros at t = 0),
-                "is_first": [n, S] bool        (True at t = 0 only),
+                "is_first": [n, S] bool        (True at t = 0, and on padding, see below),
                 "is_terminal": [n, S] bool}    (the wrapper's `terminated`; time limits are not)
 
-If a meta-episode terminates before T (an inner termination in its last episode, e.g. a
-humanoid fall), the remaining entries repeat the terminal observation with reward 0, a zero
-action and is_terminal True (an absorbing terminal state); they add nothing to the returns
-and are not counted as env steps.
+A meta-episode can end before T steps (an inner termination, e.g. a humanoid fall, ends its
+episode early: in the last episode it ends the meta-episode with a terminal, in an earlier one
+the meta-episode ends, truncated, when its N-th episode reaches L steps). The remaining entries
+are *padding*: the last observation repeated with reward 0, a zero action, is_first True and
+is_terminal False. With is_first set, the agent restarts from its initial state at each of
+them, so no transition is ever learned across the end (as DreamerV3 does between episodes
+stored back to back); they add nothing to the returns and are not counted as env steps.
 
 A policy is a function `policy_step(carry, obs, key) -> (env_action, carry)` where `obs` is the
 wrapper's observation dict batched [n, ...] plus `"is_first": [n] bool` (the agent's `policy`
@@ -92,27 +95,30 @@ def rollout(
 
     obs0, state0 = jax.vmap(env.reset, in_axes=(0, None))(reset_keys, env_params)
 
+    vtruncated = jax.vmap(env.is_truncated, in_axes=(0, None))
+
     def step(c, key):
         obs, state, pcarry, alive, first, returns = c
         key_act, key_env = jax.random.split(key)
         action, pcarry = policy_step(pcarry, {**obs, "is_first": first}, key_act)
         nobs, nstate, reward, terminated, info = vmap_keys(vstep, key_env, num_envs)(state, action, env_params)
+        terminated = jnp.logical_and(alive, terminated)
+        ended = jnp.logical_or(terminated, vtruncated(nstate, env_params))
         reward = jnp.where(alive, reward, 0.0)
 
-        def keep(new, old):
+        def keep(new, old):  # after the end: keep the last real observation / state
             mask = alive.reshape(alive.shape + (1,) * (new.ndim - 1))
             return jnp.where(mask, new, old)
 
-        nobs = jax.tree.map(keep, nobs, obs)
-        nobs = {**nobs, "reward": reward}
+        nobs = {**jax.tree.map(keep, nobs, obs), "reward": reward}
         nstate = jax.tree.map(keep, nstate, state)
-        now_alive = jnp.logical_and(alive, jnp.logical_not(terminated))
         returns = returns + reward[:, None] * jax.nn.one_hot(info["reward_episode_index"], num_episodes)
         out = {"alive": alive}
         if record:
             model_action = action_to_model(space, action) * alive[:, None]
-            out.update(obs=nobs, action=model_action, is_terminal=jnp.logical_not(now_alive))
-        carry = (nobs, nstate, pcarry, now_alive, jnp.zeros_like(first), returns)
+            padding = jnp.logical_not(alive)
+            out.update(obs=nobs, action=model_action, is_first=padding, is_terminal=terminated)
+        carry = (nobs, nstate, pcarry, jnp.logical_and(alive, jnp.logical_not(ended)), jnp.zeros_like(first), returns)
         return carry, out
 
     init = (
@@ -139,7 +145,7 @@ def rollout(
     episodes = {
         "obs": jax.tree.map(with_first, obs0, outs["obs"]),
         "action": with_first(jnp.zeros((num_envs, size), jnp.float32), outs["action"]),
-        "is_first": with_first(jnp.ones((num_envs,), bool), jnp.zeros((total, num_envs), bool)),
+        "is_first": with_first(jnp.ones((num_envs,), bool), outs["is_first"]),
         "is_terminal": with_first(jnp.zeros((num_envs,), bool), outs["is_terminal"]),
     }
     return episodes, stats

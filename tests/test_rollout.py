@@ -15,7 +15,7 @@ from mamba_jax import rollout as ro
 
 @struct.dataclass
 class CountParams:
-    terminate_at: int = -1  # the inner env terminates when its episode step reaches this (-1: never)
+    fall_above: float = 1e9  # the inner env terminates ("falls") on an action above this
     max_steps_in_episode: int = 5
 
 
@@ -27,7 +27,7 @@ class CountState:
 
 
 class CountEnv(TaskEnv):
-    """obs = [pos, task], pos += a, reward = a + task; task ~ U(0, 1)."""
+    """obs = [pos, task], pos += a, reward = a + task; task ~ U(0, 1); terminates on a > fall_above."""
 
     @property
     def default_params(self):
@@ -49,10 +49,10 @@ class CountEnv(TaskEnv):
     def step_env(self, key, state, action, params):
         a = action[0]
         state = CountState(pos=state.pos + a, task=state.task, time=state.time + 1)
-        return self.get_obs(state), state, a + state.task, self.is_terminated(state, params), {}
+        return self.get_obs(state), state, a + state.task, a > params.fall_above, {}
 
     def is_terminated(self, state, params):
-        return jnp.logical_and(params.terminate_at > 0, state.time >= params.terminate_at)
+        return jnp.zeros((), bool)
 
     def action_space(self, params=None):
         return spaces.Box(-10.0, 10.0, (1,), jnp.float32)
@@ -65,19 +65,23 @@ N, L = 2, 5
 T = N * L
 
 
-def counter_policy(carry, obs, key):
-    """Action at step t is 0.1 * (t + 1); the carry also records every is_first it saw."""
-    count, firsts = carry
-    action = 0.1 * (count + 1.0)[:, None]
-    firsts = firsts.at[:, count[0]].set(obs["is_first"])
-    return action, (count + 1, firsts)
+def counter_policy(falls=()):
+    """Action at step t is 0.1 * (t + 1), or 5 (a fall when fall_above=1) at the steps in `falls`."""
+
+    def policy(count, obs, key):
+        action = 0.1 * (count + 1.0)
+        for t in falls:
+            action = jnp.where(count == t, 5.0, action)
+        return action[:, None], count + 1
+
+    return policy
 
 
-def run(terminate_at, num_envs=3):
+def run(falls=(), num_envs=3):
     env = MetaEpisodeWrapper(CountEnv())
-    params = MetaParams(CountParams(terminate_at=terminate_at), N, L)
-    carry = (jnp.zeros((num_envs,), jnp.int32), jnp.zeros((num_envs, T), bool))
-    fn = jax.jit(lambda rk, k: ro.rollout(env, params, counter_policy, carry, rk, k))
+    params = MetaParams(CountParams(fall_above=1.0), N, L)
+    carry = jnp.zeros((num_envs,), jnp.int32)
+    fn = jax.jit(lambda rk, k: ro.rollout(env, params, counter_policy(falls), carry, rk, k))
     reset_keys = jax.random.split(jax.random.PRNGKey(0), num_envs)
     (episodes, stats) = fn(reset_keys, jax.random.PRNGKey(1))
     tasks = jax.vmap(lambda k: env.reset(k, params)[1].task)(reset_keys)
@@ -85,7 +89,7 @@ def run(terminate_at, num_envs=3):
 
 
 def test_entries_and_conventions():
-    episodes, stats, tasks = run(terminate_at=-1)
+    episodes, stats, tasks = run()
     S = T + 1
     assert episodes["obs"]["obs"].shape == (3, S, 2)
     assert episodes["obs"]["reward"].shape == (3, S) and episodes["obs"]["time"].shape == (3, S)
@@ -131,24 +135,43 @@ def test_policy_sees_is_first_only_at_start_and_record_false():
         np.testing.assert_array_equal(stats[name], stats_norecord[name])
 
 
-def test_termination_in_last_episode_is_absorbing():
-    """terminate_at=3: episode 0 ends on a termination after 3 steps (next episode starts, not
-    terminal); episode 1 terminates after 3 more steps (t = 6): the meta-episode ends there."""
-    episodes, stats, tasks = run(terminate_at=3)
+def test_termination_in_last_episode_ends_with_terminal_then_padding():
+    """Falls at steps 2 and 5: episode 0 ends after 3 steps (t = 3; the next episode starts,
+    not terminal); episode 1 falls on its 3rd step (t = 6): the meta-episode ends with a
+    terminal at entry 6; entries 7..T are padding (is_first, reward 0, zero action)."""
+    episodes, stats, tasks = run(falls=(2, 5))
     end = 6
-    terminal = np.asarray(episodes["is_terminal"])
-    assert not terminal[:, :end].any() and terminal[:, end:].all()
     t = np.arange(T + 1, dtype=np.float32)
+    actions = np.where(np.isin(t, (3, 6)), 5.0, 0.1 * t)
     live = (t > 0) & (t <= end)
-    reward = np.where(live, 0.1 * t, 0.0)[None] + live[None] * tasks[:, None]
+    reward = np.where(live, actions + tasks[:, None], 0.0)
     np.testing.assert_allclose(episodes["obs"]["reward"], reward, rtol=1e-5)
-    # absorbing: the observation and time stay at the terminal entry, actions are zero after it
+    terminal, first = np.asarray(episodes["is_terminal"]), np.asarray(episodes["is_first"])
+    np.testing.assert_array_equal(terminal, np.tile(t == end, (3, 1)))
+    np.testing.assert_array_equal(first, np.tile((t == 0) | (t > end), (3, 1)))
+    np.testing.assert_allclose(episodes["action"][..., 0], np.tile(np.where(t <= end, actions, 0.0), (3, 1)), rtol=1e-6)
+    # padding repeats the last observation and time
     np.testing.assert_allclose(episodes["obs"]["obs"][:, end:], np.repeat(episodes["obs"]["obs"][:, end : end + 1], T + 1 - end, 1))
     np.testing.assert_allclose(episodes["obs"]["time"][:, end:], end / T)
-    assert not np.asarray(episodes["action"][:, end + 1 :]).any()
     np.testing.assert_array_equal(stats["steps"], [end] * 3)
     np.testing.assert_allclose(stats["return"], reward.sum(1), rtol=1e-5)
     np.testing.assert_allclose(stats["episode_returns"][:, 0], reward[:, 1:4].sum(1), rtol=1e-5)
+    np.testing.assert_allclose(stats["episode_returns"][:, 1], reward[:, 4:].sum(1), rtol=1e-5)
+
+
+def test_fall_in_earlier_episode_shortens_the_meta_episode():
+    """A fall at step 2 only: episode 0 ends at t = 3, episode 1 runs its L = 5 steps and the
+    meta-episode ends (truncated, not terminal) at t = 8 < T; entries 9, 10 are padding."""
+    episodes, stats, tasks = run(falls=(2,))
+    end = 8
+    t = np.arange(T + 1, dtype=np.float32)
+    assert not np.asarray(episodes["is_terminal"]).any()
+    np.testing.assert_array_equal(episodes["is_first"], np.tile((t == 0) | (t > end), (3, 1)))
+    actions = np.where(t == 3, 5.0, 0.1 * t)
+    reward = np.where((t > 0) & (t <= end), actions + tasks[:, None], 0.0)
+    np.testing.assert_allclose(episodes["obs"]["reward"], reward, rtol=1e-5)
+    np.testing.assert_array_equal(stats["steps"], [end] * 3)
+    np.testing.assert_allclose(stats["episode_returns"][:, 1], reward[:, 4:].sum(1), rtol=1e-5)
 
 
 def test_point_robot_rewards_match_env_and_replay_spec():
