@@ -7,10 +7,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from flax import struct
+from gymnax.environments import spaces
 from gymnax.wrappers.purerl import LogWrapper
 
 import envs
+from envs.base import TaskEnv
 from envs.escape_room import move
+from envs.meta import MetaEpisodeWrapper, MetaParams
 
 PR, PR_P = envs.make("point_robot", num_episodes=3, episode_length=5)  # T = 15
 ER, ER_P = envs.make("escape_room", num_episodes=2, episode_length=4)  # T = 8
@@ -233,3 +237,61 @@ def test_gymnax_log_wrapper():
     np.testing.assert_array_equal(returned, np.arange(1, T + 4) % T == 0)
     np.testing.assert_array_equal(truncated, returned)
     assert returns[T - 1] == pytest.approx(reward[:T].sum())
+
+
+# ----------------------------------------------------------------------------- inner terminations
+
+
+@struct.dataclass
+class _CountState:
+    count: jax.Array
+    task: jax.Array
+    time: jax.Array
+
+
+@struct.dataclass
+class _CountParams:
+    max_steps_in_episode: int = 4
+
+
+class _Count(TaskEnv):
+    """A toy TaskEnv: observes its step count, pays 1 per step, terminates when the action is 1."""
+
+    default_params = _CountParams()
+
+    def sample_task(self, key, params):
+        return jax.random.uniform(key)
+
+    def task_shape(self, params):
+        return ()
+
+    def reset_to_task(self, key, task, params):
+        state = _CountState(jnp.zeros((), jnp.int32), task, jnp.zeros((), jnp.int32))
+        return state.count, state
+
+    def step_env(self, key, state, action, params):
+        state = _CountState(state.count + 1, state.task, state.time + 1)
+        return state.count, state, jnp.float32(1.0), action == 1, {}
+
+    def is_terminated(self, state, params):
+        return jnp.zeros((), bool)
+
+    def action_space(self, params=None):
+        return spaces.Discrete(2)
+
+
+def test_inner_terminations_end_episodes_early():
+    env, params = MetaEpisodeWrapper(_Count()), MetaParams(_CountParams(), num_episodes=2, episode_length=4)
+    # Episode 0 falls at its 2nd step, episode 1 runs its 4 steps: the meta-episode ends after 6
+    # steps on its time limit; the next one falls at the first step of its 2nd episode: terminated.
+    actions = jnp.array([0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0])
+    _, state0, (obs, states, reward, terminated, truncated, info) = to_np(ROLLOUT(env, params, jax.random.key(0), actions))
+    np.testing.assert_array_equal(obs["obs"], [1, 0, 1, 2, 3, 0, 1, 2, 3, 0, 0, 1])
+    np.testing.assert_array_equal(truncated, np.arange(12) == 5)
+    np.testing.assert_array_equal(terminated, np.arange(12) == 10)
+    np.testing.assert_array_equal(info["inner_terminated"], np.isin(np.arange(12), [1, 10]))
+    np.testing.assert_array_equal(info["episode_index"], [0, 1, 1, 1, 1, 0, 0, 0, 0, 1, 0, 0])
+    np.testing.assert_array_equal(info["reward_episode_index"], [0, 0, 1, 1, 1, 1, 0, 0, 0, 0, 1, 0])
+    np.testing.assert_allclose(obs["time"][:5], np.arange(1, 6) / 8)  # t / T with T = N L = 8
+    assert info["final_observation"]["time"][5] == 0.75 and obs["time"][5] == 0.0  # ended at t = 6 < T
+    assert info["task"][5] == state0.task and states.task[5] != state0.task  # a new task after the end
