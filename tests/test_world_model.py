@@ -1,0 +1,121 @@
+"""World-model loss: horizon masking, jit == no-jit, and learning on point-robot meta-episodes."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import envs
+import mamba_jax as mj
+from mamba_jax.world_model import sample_times, wm_loss
+
+N, L = 2, 10
+T = N * L
+
+
+def collect_point_robot(key, batch: int, num_episodes: int = N, episode_length: int = L) -> dict:
+    """[batch] meta-episodes of the point robot with uniform random actions, in the batch format."""
+    env, params = envs.make("point_robot", num_episodes=num_episodes, episode_length=episode_length)
+    steps = num_episodes * episode_length
+
+    def one(k):
+        k_reset, k_run = jax.random.split(k)
+        obs0, state0 = env.reset(k_reset, params)
+
+        def step(state, kk):
+            k_act, k_env = jax.random.split(kk)
+            action = jax.random.uniform(k_act, (2,), minval=-1.0, maxval=1.0)
+            obs, state, _, terminated, _ = env.step_env(k_env, state, action, params)
+            return state, (obs, action, terminated)
+
+        _, (obs, action, term) = jax.lax.scan(step, state0, jax.random.split(k_run, steps))
+        cat = lambda a, b: jnp.concatenate([a[None], b], 0)
+        return {
+            "obs": jax.tree.map(cat, obs0, obs),
+            "action": cat(jnp.zeros((2,)), action),
+            "is_first": jnp.arange(steps + 1) == 0,
+            "is_terminal": cat(jnp.array(False), term),
+        }
+
+    return jax.vmap(one)(jax.random.split(key, batch))
+
+
+@pytest.fixture(scope="module")
+def setup():
+    config = mj.get_config("debug", wm_lr=1e-3)
+    env, params = envs.make(config.env, num_episodes=N, episode_length=L)
+    state = mj.init(jax.random.PRNGKey(0), config, env.observation_space(params), env.action_space(params))
+    batch = collect_point_robot(jax.random.PRNGKey(1), 8)
+    wm = state.world_model
+    loss_fn = jax.jit(lambda p, b, k, h: wm_loss(wm, p, b, k, h, config)[0])
+    return config, state, batch, loss_fn
+
+
+def test_batch_format(setup):
+    _, _, batch, _ = setup
+    assert batch["obs"]["obs"].shape == (8, T + 1, 2) and batch["action"].shape == (8, T + 1, 2)
+    np.testing.assert_allclose(batch["obs"]["time"][0], np.arange(T + 1) / T, rtol=1e-6)
+    np.testing.assert_array_equal(batch["obs"]["reward"][:, 0], 0.0)
+
+
+def test_sample_times_in_horizon():
+    idx, w = sample_times(jax.random.PRNGKey(0), jnp.int32(5), 4, 20, 1000)
+    assert idx.shape == (4, 1000) and int(idx.min()) == 0 and int(idx.max()) == 5 and float(w.min()) == 1.0
+    idx, w = sample_times(jax.random.PRNGKey(0), jnp.int32(5), 4, 20, -1)
+    assert idx.shape == (4, 21)
+    np.testing.assert_array_equal(w[0], (np.arange(21) <= 5).astype(np.float32))
+
+
+def test_entries_beyond_horizon_are_masked(setup):
+    config, state, batch, loss_fn = setup
+    key = jax.random.PRNGKey(2)
+    h = jnp.int32(9)
+    late = jnp.arange(T + 1) > 9
+    changed = {
+        "obs": {
+            "obs": jnp.where(late[None, :, None], 5.0, batch["obs"]["obs"]),
+            "reward": jnp.where(late, 3.0, batch["obs"]["reward"]),
+            "time": batch["obs"]["time"],
+        },
+        "action": jnp.where(late[None, :, None], -1.0, batch["action"]),
+        "is_first": batch["is_first"],
+        "is_terminal": batch["is_terminal"] | late,
+    }
+    a = loss_fn(state.params["wm"], batch, key, h)
+    b = loss_fn(state.params["wm"], changed, key, h)
+    np.testing.assert_allclose(a, b, rtol=1e-6)
+    assert not np.allclose(a, loss_fn(state.params["wm"], changed, key, jnp.int32(T)))
+
+
+def test_jit_equals_no_jit(setup):
+    config, state, batch, loss_fn = setup
+    key, h = jax.random.PRNGKey(3), jnp.int32(T)
+    small = jax.tree.map(lambda x: x[:2], batch)
+    eager = wm_loss(state.world_model, state.params["wm"], small, key, h, config)[0]  # op by op
+    np.testing.assert_allclose(loss_fn(state.params["wm"], small, key, h), eager, rtol=1e-4)
+
+
+def test_world_model_learns_point_robot(setup):
+    config, state, batch, loss_fn = setup
+    wm = state.world_model
+    tx = optax.chain(optax.clip_by_global_norm(config.wm_clip), optax.adam(config.wm_lr, eps=config.wm_eps))
+
+    @jax.jit
+    def train(params, key):
+        def step(carry, k):
+            p, o = carry
+            g = jax.grad(lambda q: wm_loss(wm, q, batch, k, jnp.int32(T), config)[0])(p)
+            u, o = tx.update(g, o, p)
+            return (optax.apply_updates(p, u), o), None
+
+        (params, _), _ = jax.lax.scan(step, (params, tx.init(params)), jax.random.split(key, 300))
+        return params
+
+    eval_key = jax.random.PRNGKey(4)
+    before = float(loss_fn(state.params["wm"], batch, eval_key, jnp.int32(T)))
+    trained = train(state.params["wm"], jax.random.PRNGKey(5))
+    after = float(loss_fn(trained, batch, eval_key, jnp.int32(T)))
+    # measured: before 10.66, after 0.66 (factor 16; the free-bits KL floor alone is 0.5 + 0.1 = 0.6)
+    print(f"world-model loss before {before:.3f} after {after:.3f} factor {before / after:.2f}")
+    assert after < before / 5, (before, after)
