@@ -122,7 +122,8 @@ def test_runner_matches_python_loop():
         np.testing.assert_array_equal(np.asarray(result["task"][i]), np.asarray(state.task))
 
 
-# A toy env: reward = 1 + the step within the episode; terminates after `stop` steps.
+# A toy env: reward = the step within the episode (1, 2, ...); terminates after `stop` steps or
+# on an action whose first entry is > 0.5.
 @struct.dataclass
 class _ToyState:
     task: jax.Array
@@ -151,7 +152,8 @@ class _Toy(TaskEnv):
 
     def step_env(self, key, state, action, params):
         state = _ToyState(state.task, state.time + 1)
-        return jnp.zeros((1,)), state, state.time.astype(jnp.float32), state.time >= params.stop, {}
+        terminated = (state.time >= params.stop) | (jnp.asarray(action)[0] > 0.5)
+        return jnp.zeros((1,)), state, state.time.astype(jnp.float32), terminated, {}
 
     def action_space(self, params=None):
         return spaces.Box(-1.0, 1.0, (2,), jnp.float32)
@@ -165,10 +167,26 @@ def test_runner_masks_steps_after_termination():
     # meta-episode ends at t = 6 although the scan runs T = 10 steps.
     env = MetaEpisodeWrapper(_Toy())
     params = MetaParams(_ToyParams(), num_episodes=2, episode_length=5)
-    policy = random_policy(env, params)
+    policy = ReferencePolicy(lambda key, params: (), lambda k, p, o, task, prm: (jnp.zeros(2), p))
     result = EVALUATE(env, params, policy, jax.random.PRNGKey(0), 3)
     np.testing.assert_allclose(np.asarray(result["episode_returns"]), [[6.0, 6.0]] * 3)
     np.testing.assert_allclose(np.asarray(result["return"]), [12.0] * 3)
+
+
+def test_runner_masks_steps_after_early_truncation():
+    # The toy terminates when the action's first entry is > 0.5; the policy sends that on the
+    # 3rd step only. Episode 1: rewards 1+2+3 (terminated); episode 2 runs its L = 5 steps
+    # (1+...+5) and the meta-episode ends at t = 8 < T = 10; the last 2 scan steps are masked.
+    env = MetaEpisodeWrapper(_Toy())
+    params = MetaParams(_ToyParams(stop=100), num_episodes=2, episode_length=5)
+
+    def act(key, count, obs, task, params):
+        return jnp.where(count == 2, 1.0, 0.0) * jnp.ones(2), count + 1
+
+    policy = ReferencePolicy(lambda key, params: jnp.int32(0), act)
+    result = EVALUATE(env, params, policy, jax.random.PRNGKey(0), 2)
+    np.testing.assert_allclose(np.asarray(result["episode_returns"]), [[6.0, 15.0]] * 2)
+    np.testing.assert_allclose(np.asarray(result["return"]), [21.0] * 2)
 
 
 def test_random_policy_spaces():

@@ -122,8 +122,9 @@ def evaluate_policy(env, params, policy: ReferencePolicy, key: jax.Array, num_ta
 
     Jittable: `env`, `policy` and `num_tasks` are static (Python objects), `params` a pytree
     whose N and L are static fields; `jax.jit(evaluate_policy, static_argnums=(0, 2, 4))`.
-    Uses the wrapper's `reset` / `step_env` (no auto-reset); steps after the meta-episode
-    ended (an inner termination in the last episode) are masked out.
+    Uses the wrapper's `reset` / `step_env` (no auto-reset) for T = N * L steps; the steps after
+    the meta-episode ended (`terminated` or `is_truncated`: its N-th episode ended, earlier than
+    T when episodes ended on inner terminations) are masked out.
 
     Returns a dict with
         "return":          [num_tasks]     float32, meta-episode return (summed separately),
@@ -147,7 +148,8 @@ def evaluate_policy(env, params, policy: ReferencePolicy, key: jax.Array, num_ta
             counted = jnp.where(alive, reward, 0.0)
             total = total + counted
             returns = returns + counted * jax.nn.one_hot(info["reward_episode_index"], num_episodes)
-            alive = jnp.logical_and(alive, jnp.logical_not(terminated))
+            done = jnp.logical_or(terminated, env.is_truncated(state, params))
+            alive = jnp.logical_and(alive, jnp.logical_not(done))
             return (obs, state, pstate, alive, total, returns), None
 
         returns = jnp.zeros((num_episodes,), jnp.float32)
