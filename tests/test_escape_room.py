@@ -119,7 +119,8 @@ def test_door_wrap_around(door, beta, open_):
 
 def test_wrap_angle():
     x = jnp.array([0.0, math.pi, -math.pi, 3 * math.pi / 2, -3 * math.pi / 2, 7.0])
-    np.testing.assert_allclose(wrap_angle(x), [0.0, -math.pi, -math.pi, -math.pi / 2, math.pi / 2, 7.0 - 2 * math.pi], atol=1e-6)
+    expected = [0.0, -math.pi, -math.pi, -math.pi / 2, math.pi / 2, 7.0 - 2 * math.pi]
+    np.testing.assert_allclose(wrap_angle(x), expected, atol=1e-6)
 
 
 def test_edge_cases():
@@ -152,7 +153,8 @@ def test_edge_cases():
 
 
 def test_non_finite_actions():
-    for action, expected in [((np.nan, np.nan), (0.5, 0.0)), ((np.inf, 0.0), (0.6, 0.0)), ((-1e30, np.nan), (0.4, 0.0))]:
+    cases = [((np.nan, np.nan), (0.5, 0.0)), ((np.inf, 0.0), (0.6, 0.0)), ((-1e30, np.nan), (0.4, 0.0))]
+    for action, expected in cases:
         pos, _ = step((0.5, 0.0), action, door=0.0)
         np.testing.assert_allclose(pos, expected, atol=1e-6)
 

@@ -1,6 +1,5 @@
 """The meta-episode wrapper (`envs.meta`) and the registry (`envs.make`), on point_robot and escape_room."""
 
-import math
 import types
 
 import jax
@@ -285,7 +284,8 @@ def test_inner_terminations_end_episodes_early():
     # Episode 0 falls at its 2nd step, episode 1 runs its 4 steps: the meta-episode ends after 6
     # steps on its time limit; the next one falls at the first step of its 2nd episode: terminated.
     actions = jnp.array([0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0])
-    _, state0, (obs, states, reward, terminated, truncated, info) = to_np(ROLLOUT(env, params, jax.random.key(0), actions))
+    run = to_np(ROLLOUT(env, params, jax.random.key(0), actions))
+    _, state0, (obs, states, reward, terminated, truncated, info) = run
     np.testing.assert_array_equal(obs["obs"], [1, 0, 1, 2, 3, 0, 1, 2, 3, 0, 0, 1])
     np.testing.assert_array_equal(truncated, np.arange(12) == 5)
     np.testing.assert_array_equal(terminated, np.arange(12) == 10)

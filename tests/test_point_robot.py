@@ -163,14 +163,20 @@ def test_invalid_params(override, match):
 NUM_TASKS = 8
 
 
+# One env object and one set of policies for both variants (they differ in params only), so each
+# policy's rollout compiles once.
+META_ENV, _ = envs.make("point_robot")
+_PARAMS = envs.make("point_robot")[1]
+POLICIES = {name: get_policy("point_robot", name, META_ENV, _PARAMS) for name in ("oracle", "bayes", "random")}
+
+
 @pytest.fixture(scope="module", params=["point_robot", "point_robot_wind"])
 def returns(request):
-    env, params = envs.make(request.param)
+    _, params = envs.make(request.param)
     out = {}
-    for name in ("oracle", "bayes", "random"):
-        policy = get_policy(request.param, name, env, params)
-        out[name] = jax.tree.map(np.asarray, EVALUATE(env, params, policy, jax.random.key(7), NUM_TASKS))
-    return request.param, env, params, out
+    for name, policy in POLICIES.items():
+        out[name] = jax.tree.map(np.asarray, EVALUATE(META_ENV, params, policy, jax.random.key(7), NUM_TASKS))
+    return request.param, META_ENV, params, out
 
 
 def test_oracle_beats_bayes_beats_random(returns):
@@ -194,9 +200,8 @@ def test_bayes_matches_the_oracle_after_episode_one(returns):
 def test_oracle_episode_return_by_hand():
     # Straight at full speed: goal (cos a, sin a) reached in ceil(1 / (0.1 max(|cos|, |sin|))) steps;
     # rewards 1 - d on the last steps inside the 0.2 disk, then 1 per step.
-    env, params = envs.make("point_robot", num_episodes=1)
-    policy = get_policy("point_robot", "oracle", env, params)
-    out = EVALUATE(env, params, policy, jax.random.key(7), 1)
+    _, params = envs.make("point_robot", num_episodes=1)
+    out = EVALUATE(META_ENV, params, POLICIES["oracle"], jax.random.key(7), 1)
     goal = np.asarray(out["task"][0], np.float64)
     speed = 0.1 / np.max(np.abs(goal))  # distance covered per step along the straight line
     distances = np.maximum(1.0 - speed * np.arange(1, 101), 0.0)
@@ -204,11 +209,16 @@ def test_oracle_episode_return_by_hand():
     assert float(out["return"][0]) == pytest.approx(expected, abs=1e-3)
 
 
+BLIND = ReferencePolicy(
+    POLICIES["bayes"].init,
+    lambda k, s, o, t, p: POLICIES["bayes"].act(k, s, o, jnp.full_like(t, jnp.nan), p),
+)  # the Bayes policy, given a NaN task
+
+
 def test_bayes_ignores_the_task(returns):
     name, env, params, out = returns
-    bayes = get_policy(name, "bayes", env, params)
-    blind = ReferencePolicy(bayes.init, lambda k, s, o, t, p: bayes.act(k, s, o, jnp.full_like(t, jnp.nan), p))
-    again = EVALUATE(env, params, blind, jax.random.key(7), NUM_TASKS)
+    bayes = POLICIES["bayes"]
+    again = EVALUATE(env, params, BLIND, jax.random.key(7), NUM_TASKS)
     np.testing.assert_array_equal(np.asarray(again["episode_returns"]), out["bayes"]["episode_returns"])
     # And act itself: same action and memory for different tasks.
     obs = {"obs": jnp.array([0.3, 0.5]), "reward": jnp.float32(0.9), "time": jnp.float32(0.1)}

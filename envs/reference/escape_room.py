@@ -18,8 +18,8 @@ which the way out is radial); once outside, stand still (reward 1 on every step)
   (the earlier blocked ones rule out everything behind it), inside [door_angle_min, door_angle_max].
   It takes the interval's middle (the posterior mean) as the door and stays outside; episodes 2..N
   `go_out` through the arc that is open whichever door of the interval is the true one (the
-  door's half-width less half the interval's length). If an episode ends before the door is found, the next one walks back to
-  where the sweep stopped.
+  door's half-width less half the interval's length). If an episode ends before the door is
+  found, the next one walks back to where the sweep stopped.
 
 Episode boundaries are read from `obs["time"]` (t % L == 0 marks a fresh start).
 """
