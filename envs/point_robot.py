@@ -138,7 +138,7 @@ class PointRobot(TaskEnv):
             values,
             {
                 "step_size": (lambda v: finite(v) and v > 0, "a finite number > 0"),
-                "goal_circle_radius": (lambda v: finite(v) and v >= 0, "a finite number >= 0"),
+                "goal_circle_radius": (lambda v: finite(v) and v > 0, "a finite number > 0"),
                 "goal_angle_min": (finite, "a finite number (radians)"),
                 "goal_angle_max": (
                     lambda v: finite(v) and v >= values["goal_angle_min"],

@@ -146,6 +146,7 @@ def test_single_episode_gymnax_use_truncates_at_max_steps():
     [
         ({"goal_disk_radius": -0.1}, "goal_disk_radius"),
         ({"goal_circle_radius": -1.0}, "goal_circle_radius"),
+        ({"goal_circle_radius": 0.0}, "goal_circle_radius"),
         ({"step_size": 0.0}, "step_size"),
         ({"wind_std": -0.3}, "wind_std"),
         ({"action_bound": float("nan")}, "action_bound"),
