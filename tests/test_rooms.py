@@ -267,3 +267,17 @@ def test_spaces_and_registry():
 def test_bad_params(overrides, message):
     with pytest.raises(ValueError, match=message):
         envs.make("rooms", **overrides)
+
+
+def test_task_sampling_many_rooms():
+    # 20 rooms use two random words (16 rooms per word): every goal is a corner of its room, and
+    # rooms 0 and 16 (bit 0 of different words) are not copies of each other.
+    params = ENV.default_params.replace(num_rooms=20)
+    tasks = np.asarray(jax.vmap(ENV.sample_task, in_axes=(0, None))(jax.random.split(jax.random.PRNGKey(2), 800), params))
+    room_left = 6 * np.arange(20)
+    assert np.isin(tasks[..., 0] - room_left, [0, 2]).all() and np.isin(tasks[..., 1], [-1, 1]).all()
+    corner = (tasks[..., 0] - room_left) // 2 + 2 * (tasks[..., 1] > 0)  # [800, 20] in 0..3
+    for room in (0, 15, 16, 19):
+        counts = np.bincount(corner[:, room], minlength=4)
+        assert np.all(np.abs(counts - 200) < 61), (room, counts)
+    assert np.mean(corner[:, 0] == corner[:, 16]) < 0.4  # ~0.25 if independent
