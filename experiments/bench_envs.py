@@ -42,18 +42,20 @@ import envs
 
 MUJOCO_ENVS = ("reacher", "reacher_pixels", "humanoid_dir")
 
-_QUICK = flags.DEFINE_bool(
-    "quick", False, "Width 1024, mode step_env, no MuJoCo envs unless named (< 1 min)."
-)
-_ENVS = flags.DEFINE_list("envs", None, f"Envs (default: all; --quick: all but {', '.join(MUJOCO_ENVS)}).")
-_WIDTHS = flags.DEFINE_list("widths", None, "vmap widths (default 1,64,1024,16384; --quick: 1024).")
-_MUJOCO_WIDTHS = flags.DEFINE_list("mujoco_widths", ["1", "16", "64"], "vmap widths of the MuJoCo envs.")
-_MODES = flags.DEFINE_list("modes", None, "step_env and/or auto_reset (default both; --quick: step_env).")
-_META_EPISODES = flags.DEFINE_integer("meta_episodes", 1, "Meta-episodes per timed call.", lower_bound=1)
-_REPEATS = flags.DEFINE_integer("repeats", 3, "Timed calls after the first (the best is reported).", lower_bound=1)
-_NUMPY = flags.DEFINE_bool("numpy", True, "Also time the NumPy point robot baseline.")
-_OUT = flags.DEFINE_string("out", "results/bench_envs.json", "Output JSON file.")
+FLAGS = flags.FLAGS
 
+
+def define_flags(flag_values: flags.FlagValues = FLAGS) -> None:
+    """Defines this script's flags (called only when run as a script, so importing is side-effect free)."""
+    flags.DEFINE_bool("quick", False, "Width 1024, mode step_env, no MuJoCo envs unless named (< 1 min).", flag_values=flag_values)
+    flags.DEFINE_list("envs", None, f"Envs (default: all; --quick: all but {', '.join(MUJOCO_ENVS)}).", flag_values=flag_values)
+    flags.DEFINE_list("widths", None, "vmap widths (default 1,64,1024,16384; --quick: 1024).", flag_values=flag_values)
+    flags.DEFINE_list("mujoco_widths", ["1", "16", "64"], "vmap widths of the MuJoCo envs.", flag_values=flag_values)
+    flags.DEFINE_list("modes", None, "step_env and/or auto_reset (default both; --quick: step_env).", flag_values=flag_values)
+    flags.DEFINE_integer("meta_episodes", 1, "Meta-episodes per timed call.", lower_bound=1, flag_values=flag_values)
+    flags.DEFINE_integer("repeats", 3, "Timed calls after the first (the best is reported).", lower_bound=1, flag_values=flag_values)
+    flags.DEFINE_bool("numpy", True, "Also time the NumPy point robot baseline.", flag_values=flag_values)
+    flags.DEFINE_string("out", "results/bench_envs.json", "Output JSON file.", flag_values=flag_values)
 
 def sample_actions(space, key: jax.Array, width: int) -> jax.Array:
     """[W, *shape] uniform random actions of a Discrete or Box space, in one draw."""
@@ -228,25 +230,29 @@ def bench(env_names, widths, mujoco_widths, meta_episodes, repeats, modes=MODES,
 
 def main(argv):
     del argv
-    quick = _QUICK.value
-    names = _ENVS.value or [n for n in envs.NAMES if not (quick and n in MUJOCO_ENVS)]
-    widths = [int(w) for w in (_WIDTHS.value or (["1024"] if quick else ["1", "64", "1024", "16384"]))]
-    modes = _MODES.value or (["step_env"] if quick else list(MODES))
-    mujoco_widths = [int(w) for w in _MUJOCO_WIDTHS.value]
-    repeats = _REPEATS.value
-    if any(w < 1 for w in widths + mujoco_widths):
-        raise app.UsageError("widths must be integers >= 1")
+    quick = FLAGS.quick
+    names = FLAGS.envs or [n for n in envs.NAMES if not (quick and n in MUJOCO_ENVS)]
+    modes = FLAGS.modes or (["step_env"] if quick else list(MODES))
+    repeats = FLAGS.repeats
     try:
-        result = bench(names, widths, mujoco_widths, _META_EPISODES.value, repeats, modes, _NUMPY.value)
+        widths = [int(w) for w in (FLAGS.widths or (["1024"] if quick else ["1", "64", "1024", "16384"]))]
+        mujoco_widths = [int(w) for w in FLAGS.mujoco_widths]
+    except ValueError:
+        widths = mujoco_widths = [0]
+    if any(w < 1 for w in widths + mujoco_widths):
+        raise app.UsageError("--widths / --mujoco_widths: allowed: comma-separated integers >= 1")
+    try:
+        result = bench(names, widths, mujoco_widths, FLAGS.meta_episodes, repeats, modes, FLAGS.numpy)
     except ValueError as error:
         raise app.UsageError(str(error))
     result["quick"] = quick
-    os.makedirs(os.path.dirname(os.path.abspath(_OUT.value)), exist_ok=True)
-    with open(_OUT.value, "w") as f:
+    os.makedirs(os.path.dirname(os.path.abspath(FLAGS.out)), exist_ok=True)
+    with open(FLAGS.out, "w") as f:
         json.dump(result, f, indent=2)
         f.write("\n")
-    print(f"wrote {_OUT.value}")
+    print(f"wrote {FLAGS.out}")
 
 
 if __name__ == "__main__":
+    define_flags()
     app.run(main)

@@ -27,12 +27,17 @@ import jax
 import envs
 from envs.reference import POLICY_NAMES, evaluate_policy, get_policy
 
-_NUM_TASKS = flags.DEFINE_integer("num_tasks", 1000, "Tasks (meta-episodes) per env and policy.", lower_bound=1)
-_ENVS = flags.DEFINE_list("envs", list(envs.NAMES), f"Envs to evaluate; allowed: {', '.join(envs.NAMES)}.")
-_POLICIES = flags.DEFINE_list("policies", list(POLICY_NAMES), f"Policies; allowed: {', '.join(POLICY_NAMES)}.")
-_SEED = flags.DEFINE_integer("seed", 0, "PRNG seed.")
-_CHUNK = flags.DEFINE_integer("chunk", 1000, "Tasks per jitted call.", lower_bound=1)
-_OUT_DIR = flags.DEFINE_string("out_dir", "results", "Directory of reference_returns.{json,md}.")
+FLAGS = flags.FLAGS
+
+
+def define_flags(flag_values: flags.FlagValues = FLAGS) -> None:
+    """Defines this script's flags (called only when run as a script, so importing is side-effect free)."""
+    flags.DEFINE_integer("num_tasks", 1000, "Tasks (meta-episodes) per env and policy.", lower_bound=1, flag_values=flag_values)
+    flags.DEFINE_list("envs", list(envs.NAMES), f"Envs to evaluate; allowed: {', '.join(envs.NAMES)}.", flag_values=flag_values)
+    flags.DEFINE_list("policies", list(POLICY_NAMES), f"Policies; allowed: {', '.join(POLICY_NAMES)}.", flag_values=flag_values)
+    flags.DEFINE_integer("seed", 0, "PRNG seed.", flag_values=flag_values)
+    flags.DEFINE_integer("chunk", 1000, "Tasks per jitted call.", lower_bound=1, flag_values=flag_values)
+    flags.DEFINE_string("out_dir", "results", "Directory of reference_returns.{json,md}.", flag_values=flag_values)
 
 _EVALUATE = jax.jit(evaluate_policy, static_argnums=(0, 2, 4))
 
@@ -130,12 +135,13 @@ def write(results: dict, out_dir: str) -> dict:
 def main(argv):
     del argv
     try:
-        results = reference_returns(_ENVS.value, _POLICIES.value, _NUM_TASKS.value, _SEED.value, _CHUNK.value)
+        results = reference_returns(FLAGS.envs, FLAGS.policies, FLAGS.num_tasks, FLAGS.seed, FLAGS.chunk)
     except ValueError as error:
         raise app.UsageError(str(error))
-    write(results, _OUT_DIR.value)
-    print(f"wrote {os.path.join(_OUT_DIR.value, 'reference_returns.json')} and .md")
+    write(results, FLAGS.out_dir)
+    print(f"wrote {os.path.join(FLAGS.out_dir, 'reference_returns.json')} and .md")
 
 
 if __name__ == "__main__":
+    define_flags()
     app.run(main)

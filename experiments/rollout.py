@@ -15,11 +15,15 @@ import jax
 import envs
 from envs.reference import POLICY_NAMES, evaluate_policy, get_policy
 
-_ENV = flags.DEFINE_enum("env", "point_robot", list(envs.NAMES), "Registered env name.")
-_POLICY = flags.DEFINE_enum("policy", "bayes", list(POLICY_NAMES), "Reference policy.")
-_NUM_TASKS = flags.DEFINE_integer("num_tasks", 8, "Number of tasks (one meta-episode each).", lower_bound=1)
-_SEED = flags.DEFINE_integer("seed", 0, "PRNG seed.")
+FLAGS = flags.FLAGS
 
+
+def define_flags(flag_values: flags.FlagValues = FLAGS) -> None:
+    """Defines this script's flags (called only when run as a script, so importing is side-effect free)."""
+    flags.DEFINE_enum("env", "point_robot", list(envs.NAMES), "Registered env name.", flag_values=flag_values)
+    flags.DEFINE_enum("policy", "bayes", list(POLICY_NAMES), "Reference policy.", flag_values=flag_values)
+    flags.DEFINE_integer("num_tasks", 8, "Number of tasks (one meta-episode each).", lower_bound=1, flag_values=flag_values)
+    flags.DEFINE_integer("seed", 0, "PRNG seed.", flag_values=flag_values)
 
 def rollout(env_name: str, policy_name: str, num_tasks: int, seed: int) -> dict:
     """Runs `num_tasks` meta-episodes; returns numpy {"return": [B], "episode_returns": [B, N], "task"}."""
@@ -47,18 +51,19 @@ def format_table(result: dict) -> str:
 def main(argv):
     del argv
     try:
-        result = rollout(_ENV.value, _POLICY.value, _NUM_TASKS.value, _SEED.value)
+        result = rollout(FLAGS.env, FLAGS.policy, FLAGS.num_tasks, FLAGS.seed)
     except ValueError as error:  # e.g. a policy that does not exist for this env
         raise app.UsageError(str(error))
     except ModuleNotFoundError as error:  # an env whose module is not written yet
-        raise app.UsageError(f"env {_ENV.value!r} is not available: {error}")
-    env, params = envs.make(_ENV.value)
+        raise app.UsageError(f"env {FLAGS.env!r} is not available: {error}")
+    env, params = envs.make(FLAGS.env)
     print(
-        f"{_ENV.value}: {_POLICY.value} policy, {_NUM_TASKS.value} tasks, "
-        f"N x L = {params.num_episodes} x {params.episode_length}, seed {_SEED.value}"
+        f"{FLAGS.env}: {FLAGS.policy} policy, {FLAGS.num_tasks} tasks, "
+        f"N x L = {params.num_episodes} x {params.episode_length}, seed {FLAGS.seed}"
     )
     print(format_table(result))
 
 
 if __name__ == "__main__":
+    define_flags()
     app.run(main)
