@@ -145,17 +145,22 @@ class HumanoidDir(TaskEnv):
         data = mjx.com_pos(self.mjx_model, mjx.kinematics(self.mjx_model, data))
         return mjx.com_vel(self.mjx_model, data)
 
+    @staticmethod
+    def _field(data, name: str) -> jax.Array:
+        """A field of mjx.Data that newer mjx versions keep in `data._impl` (cinert, cfrc_ext)."""
+        impl = getattr(data, "_impl", None)
+        return getattr(impl, name) if impl is not None and hasattr(impl, name) else getattr(data, name)
+
     def _observation(self, qpos, data, at_rest: bool = False) -> jax.Array:
         """[376]: qpos[2:], qvel, cinert, cvel, qfrc_actuator, cfrc_ext (the last two 0 if at_rest).
 
         qpos is passed apart: mjx's kinematics writes back a normalised root quaternion, while
         the reference observes the raw qpos of its reset."""
-        forces = [data.qfrc_actuator, data.cfrc_ext.ravel()]
+        forces = [data.qfrc_actuator, self._field(data, "cfrc_ext").ravel()]
         if at_rest:
             forces = [jnp.zeros_like(x) for x in forces]
-        return jnp.concatenate([qpos[2:], data.qvel, data.cinert.ravel(), data.cvel.ravel(), *forces]).astype(
-            jnp.float32
-        )
+        cinert, cvel = self._field(data, "cinert").ravel(), self._field(data, "cvel").ravel()
+        return jnp.concatenate([qpos[2:], data.qvel, cinert, cvel, *forces]).astype(jnp.float32)
 
     def physics_step(self, state: HumanoidDirState, ctrl: jax.Array, frame_skip: int):
         """`frame_skip` mjx steps with constant ctrl [17], then rne_postconstraint. Returns mjx.Data."""
@@ -196,7 +201,8 @@ class HumanoidDir(TaskEnv):
         direction = jnp.stack([jnp.cos(state.task), jnp.sin(state.task)])
         forward = params.forward_weight * jnp.dot(direction, com - state.com) / params.velocity_divisor
         ctrl_cost = params.ctrl_cost * jnp.sum(ctrl**2)
-        contact_cost = jnp.minimum(params.contact_cost * jnp.sum(data.cfrc_ext**2), params.contact_cost_max)
+        contact_force = jnp.sum(self._field(data, "cfrc_ext") ** 2)
+        contact_cost = jnp.minimum(params.contact_cost * contact_force, params.contact_cost_max)
         reward = forward - ctrl_cost - contact_cost + params.alive_bonus
         new_state = HumanoidDirState(
             qpos=data.qpos,

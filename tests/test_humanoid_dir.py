@@ -1,0 +1,168 @@
+"""humanoid_dir: MJX against MuJoCo's C engine (dynamics, observation and the reward formula
+computed in numpy), termination by torso height, reset noise, bad actions, params errors.
+
+Kept tiny: one jitted (unbatched) env step shared by every test; an MJX humanoid step takes
+~20-30 s to compile on CPU.
+"""
+
+import jax
+import jax.numpy as jnp
+import mujoco
+import numpy as np
+import pytest
+
+import envs
+from envs.humanoid_dir import OBS_SIZE, HumanoidDir, HumanoidDirParams
+
+# MJX (float32) against C (float64) over 3 env steps (15 physics steps) with foot contacts:
+# measured max |qpos error| ~1e-6, obs error ~5e-5 on entries of size ~100, reward error ~1e-6.
+QPOS_TOL = 1e-4
+OBS_RTOL = 1e-4
+REWARD_TOL = 1e-3
+
+
+@pytest.fixture(scope="module")
+def env():
+    return HumanoidDir()
+
+
+@pytest.fixture(scope="module")
+def step(env):
+    return jax.jit(env.step_env)
+
+
+def _c_obs(d):
+    return np.concatenate([d.qpos[2:], d.qvel, d.cinert.ravel(), d.cvel.ravel(), d.qfrc_actuator, d.cfrc_ext.ravel()])
+
+
+def _c_com(m, d):
+    return (m.body_mass[:, None] * d.xipos).sum(0)[:2] / m.body_mass.sum()
+
+
+def test_model_constants(env):
+    m = env.mj_model
+    assert (m.nq, m.nv, m.nu) == (24, 23, 17)
+    assert m.opt.timestep == pytest.approx(0.003)
+    np.testing.assert_allclose(m.actuator_ctrlrange, np.tile([-0.4, 0.4], (17, 1)))
+    assert env.default_params.frame_skip == 5 and env.default_params.action_scale == 0.4
+
+
+def test_mjx_matches_c_engine_with_contacts(env, step):
+    """3 env steps from a state lowered onto the floor (contacts from the first physics step):
+    state, observation and reward against MuJoCo C and the reward formula in numpy."""
+    params = env.default_params
+    phi = 2.0
+    _, state = env.reset_to_task(jax.random.key(0), jnp.float32(phi), params)
+    state = state.replace(qpos=state.qpos.at[2].add(-0.105))  # feet 2 mm above the floor
+    state = state.replace(com=env._com(env._kinematics(state.qpos, state.qvel)))
+    m = env.mj_model
+    d = mujoco.MjData(m)
+    d.qpos[:] = np.array(state.qpos)
+    d.qvel[:] = np.array(state.qvel)
+    mujoco.mj_forward(m, d)
+    com = _c_com(m, d)
+    np.testing.assert_allclose(np.array(state.com), com, atol=1e-6)
+    actions = np.random.default_rng(0).uniform(-1, 1, (3, 17)).astype(np.float32)
+    contacts = 0
+    contact_costs = []
+    for a in actions:
+        obs, state, reward, terminated, info = step(jax.random.key(1), state, a, params)
+        d.ctrl[:] = 0.4 * a
+        for _ in range(5):
+            mujoco.mj_step(m, d)
+            contacts += d.ncon
+        mujoco.mj_rnePostConstraint(m, d)
+        new_com = _c_com(m, d)
+        expected = (
+            0.25 * np.dot([np.cos(phi), np.sin(phi)], new_com - com) / 0.003
+            - 0.1 * np.sum(d.ctrl**2)
+            - min(5e-7 * np.sum(d.cfrc_ext**2), 10.0)
+            + 5.0
+        )
+        com = new_com
+        contact_costs.append(float(info["contact_cost"]))
+        np.testing.assert_allclose(np.array(state.qpos), d.qpos, atol=QPOS_TOL)
+        np.testing.assert_allclose(np.array(state.qvel), d.qvel, atol=QPOS_TOL * 10)
+        c_obs = _c_obs(d)
+        np.testing.assert_allclose(np.array(obs), c_obs, atol=OBS_RTOL * np.abs(c_obs).max())
+        assert float(reward) == pytest.approx(expected, abs=REWARD_TOL)
+        assert bool(terminated) == (not 1.0 <= d.qpos[2] <= 2.0)
+    assert contacts > 0
+    assert max(contact_costs) > 0.01  # the contact term was exercised (and matched C)
+
+
+def test_termination_by_torso_height(env, step):
+    params = env.default_params
+    _, state = env.reset_to_task(jax.random.key(2), jnp.float32(0.0), params)
+    zero = jnp.zeros(17)
+    for height, expected in ((1.4, False), (0.9, True), (2.2, True)):
+        moved = state.replace(qpos=state.qpos.at[2].set(height))
+        assert bool(env.is_terminated(moved, params)) == expected
+        _, _, _, terminated, _ = step(jax.random.key(0), moved, zero, params)
+        assert bool(terminated) == expected
+    narrow = params.replace(healthy_z_min=1.45)
+    assert bool(env.is_terminated(state, narrow))
+
+
+def test_reset_distribution_and_observation(env):
+    params = env.default_params
+    keys = jax.random.split(jax.random.key(3), 256)
+    obs, states = jax.jit(jax.vmap(env.reset_to_task, in_axes=(0, None, None)))(keys, jnp.float32(1.0), params)
+    qpos0 = env.mj_model.qpos0
+    noise_q = np.array(states.qpos) - qpos0
+    assert np.all(np.abs(noise_q) <= 0.01 + 1e-6) and np.all(np.abs(np.array(states.qvel)) <= 0.01 + 1e-6)
+    assert np.std(noise_q) == pytest.approx(0.02 / np.sqrt(12), rel=0.1)  # U(-0.01, 0.01)
+    assert obs.shape == (256, OBS_SIZE) and obs.dtype == jnp.float32
+    space = env.observation_space(params)
+    assert space.contains(obs[0]) and np.all(np.isfinite(np.array(obs)))
+    np.testing.assert_array_equal(np.array(obs[:, :22]), np.array(states.qpos[:, 2:]))
+    # at rest: zero actuator force and no contact force, as after gym's reset
+    assert np.all(np.array(obs[:, 22 + 23 + 140 + 84 :]) == 0)
+    tasks = jax.vmap(env.sample_task, in_axes=(0, None))(keys, params)
+    assert tasks.shape == (256,) and float(tasks.min()) >= 0 and float(tasks.max()) < 2 * np.pi
+
+
+def test_reset_jit_matches_no_jit_and_observation_matches_c(env):
+    params = env.default_params
+    key = jax.random.key(5)
+    obs_j, state_j = jax.jit(env.reset_to_task)(key, jnp.float32(0.5), params)
+    obs_n, state_n = env.reset_to_task(key, jnp.float32(0.5), params)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-5), (obs_j, state_j), (obs_n, state_n))
+    m = env.mj_model
+    d = mujoco.MjData(m)
+    d.qpos[:] = np.array(state_j.qpos)
+    d.qvel[:] = np.array(state_j.qvel)
+    mujoco.mj_forward(m, d)
+    c_obs = _c_obs(d)
+    np.testing.assert_allclose(np.array(obs_j), c_obs, atol=OBS_RTOL * np.abs(c_obs).max())
+
+
+def test_bad_actions_keep_state_finite_and_deterministic(env, step):
+    params = env.default_params
+    _, state = env.reset_to_task(jax.random.key(4), jnp.float32(1.0), params)
+    a = np.full(17, 0.3, np.float32)
+    nan = a.copy()
+    nan[::2] = np.nan
+    zeroed = a.copy()
+    zeroed[::2] = 0.0
+    out_nan = step(jax.random.key(0), state, nan, params)
+    out_zero = step(jax.random.key(0), state, zeroed, params)
+    jax.tree.map(np.testing.assert_array_equal, out_nan[:4], out_zero[:4])
+    out_huge = step(jax.random.key(0), state, np.full(17, 1e30, np.float32), params)
+    out_one = step(jax.random.key(0), state, np.ones(17, np.float32), params)
+    jax.tree.map(np.testing.assert_array_equal, out_huge[:4], out_one[:4])
+    for leaf in jax.tree.leaves(out_huge[:3]):
+        assert np.all(np.isfinite(np.array(leaf)))
+    again = step(jax.random.key(0), state, np.ones(17, np.float32), params)
+    jax.tree.map(np.testing.assert_array_equal, out_one[:4], again[:4])
+
+
+def test_registry_and_params_errors():
+    env, params = envs.make("humanoid_dir")
+    assert (params.num_episodes, params.episode_length) == (2, 200)
+    assert env.task_shape(params) == ()
+    for bad in ({"frame_skip": 0}, {"action_scale": 1.0}, {"healthy_z_min": 3.0}, {"velocity_divisor": 0.0}):
+        with pytest.raises(ValueError, match="allowed"):
+            envs.make("humanoid_dir", **bad)
+    with pytest.raises(ValueError, match="allowed"):
+        HumanoidDir(integrator="implicit")
