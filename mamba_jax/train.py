@@ -367,7 +367,7 @@ def run(
     chunk_iterations) reuses already compiled functions across runs (tests).
 
     Returns {"state": the final TrainState (seed-stacked), "last": the last metrics row,
-    "test": the final test summary or None}.
+    "test": the final test summary or None, "functions": the RunFunctions used}.
     """
     import dataclasses
 
@@ -494,7 +494,7 @@ def run(
     if main_process:
         logger.close()
     checkpointer.close()
-    return {"state": state, "last": row, "test": test}
+    return {"state": state, "last": row, "test": test, "functions": fns}
 
 
 def final_test_returns(fns: RunFunctions, state: TrainState, config, reference=None) -> dict:

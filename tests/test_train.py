@@ -1,0 +1,252 @@
+"""The training loop on the tiny `debug` preset (T = 20, 2 envs, U = 2): end to end, resume
+equality, the horizon switch under vmap, the baseline's shapes, and 4 fake CPU devices
+(seeds x data mesh) against one device. The compiled functions are shared by the tests of this
+module (one compilation); the multi-device run compiles in a subprocess started first, so the
+two compilations overlap on a 2-core machine."""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import envs
+from experiments import plot
+from mamba_jax import agent as agent_lib
+from mamba_jax import get_config
+from mamba_jax import replay as rb
+from mamba_jax import rollout as ro
+from mamba_jax import train as tr
+from mamba_jax.logging import read_metrics
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CONFIG = get_config("debug")  # N x L = 2 x 10, prefill 2, 2 envs: 40 env steps per iteration
+STEPS = 40
+NUM_SEEDS = 2
+
+MULTI_DEVICE = textwrap.dedent(
+    """
+    import os, sys, json
+    import jax, numpy as np
+    from jax.sharding import PartitionSpec as P
+    jax.config.update("jax_disable_most_optimizations", True)
+    from mamba_jax import get_config, train
+    assert len(jax.devices()) == 4, jax.devices()
+    out = train.run(get_config("debug"), sys.argv[1], num_seeds=2, steps=120, chunk_iterations=1, eval_every=40,
+                    reference=False, print_fn=lambda s: None)
+    state, fns = out["state"], out["functions"]
+    leaves = jax.tree.leaves(state.agent.params)
+    np.savez(os.path.join(sys.argv[1], "params.npz"), *[np.asarray(x) for x in leaves])
+    text = fns.train_chunk.trace(state, np.int32(0)).lower().as_text()
+    info = {"mesh": dict(fns.mesh.shape), "seed_sharded": state.env_steps.sharding.spec == P("seed"),
+            "data_constraints": text.count('{"data"}')}
+    json.dump(info, open(os.path.join(sys.argv[1], "multi.json"), "w"))
+    """
+)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def fast_compile():
+    """Tiny networks: XLA's cheaper optimisation level halves the compile time of these tests."""
+    previous = jax.config.read("jax_disable_most_optimizations")
+    jax.config.update("jax_disable_most_optimizations", True)
+    yield
+    jax.config.update("jax_disable_most_optimizations", previous)
+
+
+def strip(row):
+    return {k: v for k, v in row.items() if k != "wall_seconds"}
+
+
+def params_of(state):
+    return [np.asarray(x) for x in jax.tree.leaves(state.agent.params)]
+
+
+@pytest.fixture(scope="module")
+def multi_device(tmp_path_factory):
+    """Starts the 4-device run in a subprocess (collected by test_four_devices_match_one)."""
+    logdir = str(tmp_path_factory.mktemp("multi"))
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4", JAX_PLATFORMS="cpu",
+               PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""),
+               JAX_COMPILATION_CACHE_DIR=os.environ.get("MAMBA_JAX_CACHE", os.path.join(REPO, ".jax_cache")))
+    proc = subprocess.Popen([sys.executable, "-c", MULTI_DEVICE, logdir], cwd=REPO, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    yield proc, logdir
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait()
+
+
+@pytest.fixture(scope="module")
+def functions():
+    env, params = envs.make(CONFIG.env, num_episodes=CONFIG.num_episodes, episode_length=CONFIG.episode_length)
+    return tr.compile_run(CONFIG, env, params, num_seeds=NUM_SEEDS, chunk_iterations=1)
+
+
+@pytest.fixture(scope="module")
+def full_run(multi_device, functions, tmp_path_factory):
+    """Prefill (40 steps) + 2 chunks of one iteration: 120 env steps, evaluation every chunk."""
+    logdir = str(tmp_path_factory.mktemp("full"))
+    out = tr.run(CONFIG, logdir, num_seeds=NUM_SEEDS, steps=120, chunk_iterations=1, eval_every=40,
+                 reference=False, functions=functions, print_fn=lambda s: None)
+    return out, logdir
+
+
+def test_updates_per_iteration_rounding():
+    u = tr.updates_per_iteration
+    assert u(get_config("point_robot")) == 10  # 0.01 * 10 * 300 / 3
+    assert u(get_config("point_robot_wind")) == 200  # 0.2 * 3000 / 3
+    assert u(get_config("rooms")) == 100  # 0.1 * 1000 / 1
+    assert u(get_config("humanoid_dir")) == 60  # 0.03 * 4000 / 2
+    assert u(CONFIG) == 2  # 0.1 * 40 / 2
+    assert u(get_config("debug", train_ratio=0.0625)) == 1  # 1.25 -> 1
+    assert u(get_config("debug", train_ratio=0.075)) == 2  # 1.5 -> 2 (half up)
+    assert u(get_config("debug", train_ratio=0.001)) == 1  # at least one
+
+
+def test_make_train_validates():
+    env, params = envs.make("point_robot")  # 3 x 100, not the debug preset's 2 x 10
+    with pytest.raises(ValueError, match="N x L"):
+        tr.make_train(CONFIG, env, params)
+    env, params = envs.make("point_robot", num_episodes=2, episode_length=10)
+    with pytest.raises(ValueError, match="chunk_iterations"):
+        tr.make_train(CONFIG, env, params, chunk_iterations=0)
+
+
+def test_mesh_shapes():
+    cpu = jax.devices()[0]
+    assert dict(tr.make_mesh(3, [cpu]).shape) == {"seed": 1, "data": 1}
+    fake = [cpu] * 4  # make_mesh only arranges the list
+    assert dict(tr.make_mesh(2, fake).shape) == {"seed": 2, "data": 2}
+    assert dict(tr.make_mesh(8, fake).shape) == {"seed": 4, "data": 1}
+    assert dict(tr.make_mesh(1, fake).shape) == {"seed": 1, "data": 4}
+    assert dict(tr.make_mesh(3, fake).shape) == {"seed": 1, "data": 4}
+
+
+def test_end_to_end(full_run, tmp_path):
+    out, logdir = full_run
+    rows = read_metrics(logdir)
+    assert [r["env_steps"] for r in rows] == [40, 80, 120]
+    assert [r["iterations"] for r in rows] == [0, 1, 2] and [r["updates"] for r in rows] == [0, 2, 4]
+    for row in rows:
+        assert row["wall_seconds"] > 0
+        for key in ("eval/return", "eval/return_episode_1", "eval/return_episode_2"):
+            assert np.isfinite(row[key])
+        assert len(row["eval/return/per_seed"]) == NUM_SEEDS
+    for row in rows[1:]:
+        train_keys = [k for k in row if k.startswith("train/") and not k.endswith("per_seed")]
+        assert "train/wm/loss" in train_keys and "train/return" in train_keys
+        for key in train_keys:
+            assert row[key] is not None and np.isfinite(row[key]), key
+        # the world-model horizon follows the schedule (H0 = 8 -> T = 20 by 1000 steps) from the
+        # nominal env steps after collection: ceil(8 + 80 * 12 / 1000) = 9, then 10
+        assert row["train/h_wm"] == {80: 9, 120: 10}[row["env_steps"]]
+    state = out["state"]
+    np.testing.assert_array_equal(state.env_steps, [120, 120])
+    np.testing.assert_array_equal(state.updates, [4, 4])
+    np.testing.assert_array_equal(state.agent.updates, [4, 4])
+    np.testing.assert_array_equal(state.replay.size, [6, 6])  # prefill 2 + 2 iterations x 2 envs
+    for leaf in jax.tree.leaves(state.agent.params):
+        assert np.isfinite(np.asarray(leaf)).all()
+    # the two seeds differ
+    assert not np.array_equal(params_of(state)[0][0], params_of(state)[0][1])
+    # checkpoint, TensorBoard, final test, plot
+    assert sorted(os.listdir(os.path.join(logdir, "checkpoints"))) == ["120", "80"]
+    assert any(f.startswith("events.out.tfevents") for f in os.listdir(logdir))
+    with open(os.path.join(logdir, "final_test.json")) as f:
+        test = json.load(f)
+    assert test["test/num_tasks"] == CONFIG.final_eval_tasks and np.isfinite(test["test/return"])
+    assert len(test["test/return/per_seed"]) == NUM_SEEDS
+    png = str(tmp_path / "curves.png")
+    assert plot.main([logdir, f"--out={png}"]) == 0
+    assert os.path.getsize(png) > 5000
+
+
+def test_resume_is_exact(full_run, functions, tmp_path):
+    """1 chunk, stop, resume, 1 more chunk == 2 chunks uninterrupted: metrics, params, final test."""
+    out, logdir = full_run
+    kwargs = dict(num_seeds=NUM_SEEDS, chunk_iterations=1, eval_every=40, reference=False, functions=functions,
+                  print_fn=lambda s: None)
+    part = str(tmp_path / "part")
+    tr.run(CONFIG, part, steps=80, **kwargs)
+    assert [r["env_steps"] for r in read_metrics(part)] == [40, 80]
+    with pytest.raises(ValueError, match="resume"):
+        tr.run(CONFIG, part, steps=120, **kwargs)  # refuses to overwrite a run without resume=True
+    resumed = tr.run(CONFIG, part, steps=120, resume=True, **kwargs)
+    assert [strip(r) for r in read_metrics(part)] == [strip(r) for r in read_metrics(logdir)]
+    for a, b in zip(params_of(resumed["state"]), params_of(out["state"])):
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(resumed["state"].key, out["state"].key)
+    np.testing.assert_array_equal(resumed["state"].replay.data["obs"]["obs"], out["state"].replay.data["obs"]["obs"])
+    for name in ("final_test.json",):
+        with open(os.path.join(part, name)) as f, open(os.path.join(logdir, name)) as g:
+            assert json.load(f) == json.load(g)
+
+
+def test_resume_refuses_a_different_config(full_run, tmp_path):
+    _, logdir = full_run
+    with pytest.raises(ValueError, match="config.batch_size"):
+        tr.run(CONFIG.replace(batch_size=2), logdir, num_seeds=NUM_SEEDS, steps=200, chunk_iterations=1,
+               eval_every=40, reference=False, resume=True, print_fn=lambda s: None)
+
+
+def _primitives(jaxpr, found):
+    for eqn in jaxpr.eqns:
+        found.add(eqn.primitive.name)
+        for sub in jax.extend.core.jaxprs_in_params(eqn.params):
+            _primitives(sub, found)
+    return found
+
+
+def test_horizon_switch_stays_a_switch_under_seed_vmap(full_run, functions):
+    """With the horizon unbatched, vmap over seeds keeps lax.switch (one bucket runs); a batched
+    index would turn it into a select that runs every bucket. (The trace is cached by the run.)"""
+    state = full_run[0]["state"]
+    jaxpr = functions.train_chunk.trace(state, np.int32(0)).jaxpr
+    assert "cond" in _primitives(jaxpr.jaxpr, set())
+
+
+def test_baseline_windows_fit_the_agent():
+    """The DreamerV3 baseline samples windows of window_length entries that the agent accepts."""
+    config = get_config("debug", mamba=False)
+    env, params = envs.make(config.env, num_episodes=2, episode_length=10)
+    spec = ro.episode_spec(env, params)
+    episodes = jax.tree.map(lambda x: jnp.zeros((3, *x.shape), x.dtype), spec)
+    replay = rb.add(rb.init(config.replay_capacity, spec), episodes)
+    batch = rb.sample_windows(replay, jax.random.PRNGKey(0), config.batch_size, config.window_length)
+    assert batch["is_first"].shape == (config.batch_size, config.window_length)
+    with jax.ensure_compile_time_eval():  # as in make_train: the agent's static layout stays concrete
+        agent_state = jax.eval_shape(
+            lambda k: agent_lib.init(k, config, env.observation_space(params), env.action_space(params)),
+            jax.random.PRNGKey(0),
+        )
+    agent_lib.check_batch(agent_state, batch)  # raises if the window does not fit the config
+    with pytest.raises(ValueError):
+        agent_lib.check_batch(agent_state, rb.sample_episodes(replay, jax.random.PRNGKey(0), config.batch_size))
+
+
+def test_four_devices_match_one(multi_device, full_run):
+    """4 fake CPU devices, mesh seed=2 x data=2 (seeds sharded, and each seed's envs and batch
+    sharded over 'data'), give the single-device metrics and params within float tolerance."""
+    proc, logdir = multi_device
+    output, _ = proc.communicate(timeout=600)
+    assert proc.returncode == 0, output[-3000:]
+    with open(os.path.join(logdir, "multi.json")) as f:
+        info = json.load(f)
+    assert info["mesh"] == {"seed": 2, "data": 2} and info["seed_sharded"]
+    assert info["data_constraints"] > 0  # the envs / batch of each seed are sharded over 'data'
+    rows, ref = read_metrics(logdir), read_metrics(full_run[1])
+    assert [r["env_steps"] for r in rows] == [r["env_steps"] for r in ref]
+    for a, b in zip(rows, ref):
+        for key, value in b.items():
+            if key == "wall_seconds" or not (key.startswith("train/") or key.startswith("eval/")):
+                continue
+            np.testing.assert_allclose(a[key], value, rtol=1e-3, atol=1e-4, err_msg=key)
+    params = np.load(os.path.join(logdir, "params.npz"))
+    for i, leaf in enumerate(params_of(full_run[0]["state"])):
+        np.testing.assert_allclose(params[f"arr_{i}"], leaf, rtol=1e-3, atol=1e-5)
