@@ -17,6 +17,8 @@ Reported per mode and width:
 
 * `steps_per_s` = W * T * meta_episodes / (best of `--repeats` timed calls after the first),
 * `first_call_s` (compile + one run) and `compile_s` = first_call_s - call_s,
+* `steps_per_cpu_s`: the same per second of this process's CPU time (all threads; on a shared
+  machine a steadier measure of the work than wall time),
 
 all timed with `block_until_ready`. MuJoCo envs (reacher, reacher_pixels, humanoid_dir) use
 `--mujoco_widths` and are left out of `--quick` unless named in `--envs`. A plain NumPy point
@@ -117,11 +119,12 @@ def time_jax(env, params, width: int, meta_episodes: int, repeats: int, mode: st
     start = time.perf_counter()
     jax.block_until_ready(run(jax.random.PRNGKey(0)))
     first = time.perf_counter() - start
-    times = []
+    times, cpu_times = [], []
     for i in range(repeats):
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.process_time()
         jax.block_until_ready(run(jax.random.PRNGKey(i + 1)))
         times.append(time.perf_counter() - start)
+        cpu_times.append(time.process_time() - cpu_start)
     best = min(times)
     return {
         "steps_per_s": width * steps / best,
@@ -129,6 +132,8 @@ def time_jax(env, params, width: int, meta_episodes: int, repeats: int, mode: st
         "first_call_s": first,
         "compile_s": max(first - best, 0.0),
         "steps_per_call": width * steps,
+        # CPU time of this process (all threads) per call: less sensitive to other jobs than wall time.
+        "steps_per_cpu_s": width * steps / max(min(cpu_times), 1e-9),
     }
 
 
@@ -155,7 +160,7 @@ def bench(env_names, widths, mujoco_widths, meta_episodes, repeats, modes=MODES,
 
     {"device", "platform", "cpu_count", "load_average_at_start", "jax_version", "meta_episodes_per_call",
      "repeats", "envs": {env: {"T": T, mode: {"widths": {W: {"steps_per_s", "call_s", "first_call_s",
-     "compile_s", "steps_per_call"} or {"error"}}, "best_width", "best_steps_per_s"}}},
+     "compile_s", "steps_per_call", "steps_per_cpu_s"} or {"error"}}, "best_width", "best_steps_per_s"}}},
      "numpy_point_robot": {"kind", "widths": {W: {"steps_per_s", "call_s"}}},
      "ratio_jax_over_numpy_point_robot": {W: ratio}}   (JAX in mode step_env)
     """
@@ -196,7 +201,7 @@ def bench(env_names, widths, mujoco_widths, meta_episodes, repeats, modes=MODES,
                 timings[str(width)] = r
                 log(
                     f"{name:>16s} {mode:>10s} W={width:>6d}: {r['steps_per_s']:10.4g} steps/s"
-                    f"  (call {r['call_s']:.3f} s, compile {r['compile_s']:.2f} s)"
+                    f"  ({r['steps_per_cpu_s']:.4g} per CPU-s; call {r['call_s']:.3f} s, compile {r['compile_s']:.2f} s)"
                 )
             entry = {"widths": timings}
             timed = {w: r for w, r in timings.items() if "steps_per_s" in r}
