@@ -103,32 +103,48 @@ def reference_returns(env_name: str, env, env_params, path: str = REFERENCE_FILE
 
 
 def _read_reference(path: str, env_name: str, policy: str, env_params) -> dict | None:
-    """Tolerant reader: {env: {policy: {"return": x, "episode_returns": [...], ...}}} or
-    {env: {policy: x}}; an entry with num_episodes/episode_length must match env_params."""
+    """Reads {env: {policy: {"return_mean": x, "episode_return_means": [...], ...}}} (the format
+    of experiments/reference_returns.py; "return" / "episode_returns" are accepted too). The
+    file holds the registry's N x L for each env (or says num_episodes / episode_length): an
+    entry is used only when it matches `env_params`."""
     if not path or not os.path.exists(path):
         return None
     with open(path) as f:
         table = json.load(f)
-    entry = table.get(env_name, {}) if isinstance(table, dict) else {}
-    if isinstance(entry, dict) and "policies" in entry and isinstance(entry["policies"], dict):
-        meta, entry = entry, entry["policies"]
-    else:
-        meta = entry if isinstance(entry, dict) else {}
+    entry = table.get(env_name) if isinstance(table, dict) else None
     value: Any = entry.get(policy) if isinstance(entry, dict) else None
-    if value is None:
-        return None
     if isinstance(value, (int, float)):
         value = {"return": float(value)}
-    if not isinstance(value, dict) or "return" not in value:
+    if not isinstance(value, dict):
         return None
-    for field, actual in (("num_episodes", env_params.num_episodes), ("episode_length", env_params.episode_length)):
-        for source in (value, meta):
-            if field in source and int(source[field]) != actual:
-                return None
-    ret = value["return"]
+    ret = value.get("return_mean", value.get("return"))
     if isinstance(ret, dict):  # {"mean": ..., "std": ...}
         ret = ret.get("mean")
-    episodes = value.get("episode_returns")
+    if ret is None:
+        return None
+    episodes = value.get("episode_return_means", value.get("episode_returns")) or []
     if isinstance(episodes, dict):
-        episodes = episodes.get("mean")
-    return {"return": float(ret), "episode_returns": [float(x) for x in (episodes or [])], "source": path}
+        episodes = episodes.get("mean") or []
+    expected = {"num_episodes": env_params.num_episodes, "episode_length": env_params.episode_length}
+    stated = {k: value.get(k, entry.get(k)) for k in expected}
+    if any(stated[k] is None for k in expected):
+        default = _registry_shape(env_name)
+        for k in expected:
+            if stated[k] is None:
+                stated[k] = None if default is None else default[k]
+    if any(stated[k] is not None and int(stated[k]) != expected[k] for k in expected):
+        return None
+    if episodes and len(episodes) != env_params.num_episodes:
+        return None
+    return {"return": float(ret), "episode_returns": [float(x) for x in episodes], "source": path}
+
+
+def _registry_shape(env_name: str) -> dict | None:
+    """The registry's N and L for `env_name` (None if unknown)."""
+    try:
+        import envs
+
+        _, params = envs.make(env_name)
+    except (ImportError, ValueError):
+        return None
+    return {"num_episodes": params.num_episodes, "episode_length": params.episode_length}

@@ -132,7 +132,7 @@ def test_dry_run_prints_the_config(tmp_path):
 def _fake_logdir(path, seeds_returns, env_steps=(100, 200, 300)):
     os.makedirs(path, exist_ok=True)
     with open(os.path.join(path, "run.json"), "w") as f:
-        json.dump({"config": {"name": "fake", "env": "point_robot", "num_episodes": 2, "episode_length": 10}}, f)
+        json.dump({"config": {"name": "fake", "env": "point_robot", "num_episodes": 3, "episode_length": 100}}, f)
     with open(os.path.join(path, "metrics.jsonl"), "w") as f:
         for i, steps in enumerate(env_steps):
             per_seed = [r * (i + 1) for r in seeds_returns]
@@ -147,14 +147,17 @@ def test_plot_learning_curves(tmp_path):
     _fake_logdir(tmp_path / "b", [3.0])
     _fake_logdir(tmp_path / "c", [4.0], env_steps=(50, 250))
     reference = tmp_path / "ref.json"
-    reference.write_text(json.dumps({"point_robot": {"bayes": {"return": 9.0, "episode_returns": [4.0, 5.0]},
-                                                     "random": {"return": 0.1, "num_episodes": 3}}}))
+    reference.write_text(json.dumps({"point_robot": {
+        "bayes": {"return_mean": 9.0, "episode_return_means": [2.0, 3.0, 4.0]},  # the registry's 3 x 100
+        "random": {"return_mean": 0.1, "episode_return_means": [0.05, 0.05]},  # wrong N: ignored
+    }}))
     curves = {label: plot.merge([plot.load_run(str(tmp_path / d)) for d in dirs])
               for label, dirs in {"x": ["a", "c"], "y": ["b"]}.items()}
     assert curves["x"]["series"]["eval/return"].shape == (3, 3)  # 3 points, seeds 2 (a) + 1 (c)
     assert curves["x"]["series"]["eval/return"][1].tolist() == [2.0, 4.0, 7.0]  # c interpolated at 200: 4 + 4 * 150 / 200
     refs = plot.references(curves["x"]["info"], [], str(reference))
-    assert refs["bayes"]["return"] == 9.0 and "random" not in refs  # random's N does not match
+    assert refs["bayes"]["return"] == 9.0 and refs["bayes"]["episode_returns"] == [2.0, 3.0, 4.0]
+    assert "random" not in refs  # its N does not match
     out = str(tmp_path / "fig.png")
     assert plot.main([str(tmp_path / d) for d in "abc"] + ["--labels=x,y,x", f"--out={out}", f"--reference={reference}"]) == 0
     assert os.path.getsize(out) > 5000

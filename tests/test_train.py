@@ -250,3 +250,43 @@ def test_four_devices_match_one(multi_device, full_run):
     params = np.load(os.path.join(logdir, "params.npz"))
     for i, leaf in enumerate(params_of(full_run[0]["state"])):
         np.testing.assert_allclose(params[f"arr_{i}"], leaf, rtol=1e-3, atol=1e-5)
+
+
+def test_summarize_by_hand():
+    from mamba_jax import evaluate as ev
+
+    stats = {"return": np.array([[1.0, 2.0, 3.0], [5.0, 5.0, 5.0]]),
+             "episode_returns": np.array([[[1.0, 0.0], [1.0, 1.0], [1.0, 2.0]], [[2.0, 3.0]] * 3])}
+    out = ev.summarize(stats, "eval", {"return": 7.0, "episode_returns": [2.0, 4.0]})
+    assert out["eval/return"] == pytest.approx(3.5)  # mean over seeds of (2, 5)
+    assert out["eval/return/per_seed"] == [2.0, 5.0]
+    assert out["eval/return_std"] == pytest.approx(np.std([1.0, 2.0, 3.0]) / 2)
+    assert out["eval/return_episode_1"] == pytest.approx(1.5) and out["eval/return_episode_2"] == pytest.approx(2.0)
+    assert out["eval/return_vs_bayes"] == pytest.approx(0.5)
+    assert out["eval/return_episode_1_vs_bayes"] == pytest.approx(0.75)
+    assert out["eval/return_episode_2_vs_bayes"] == pytest.approx(0.5)
+
+
+def test_reference_file_reader(tmp_path):
+    from mamba_jax import evaluate as ev
+
+    path = tmp_path / "ref.json"
+    path.write_text(json.dumps({"point_robot": {"bayes": {"return_mean": 200.0, "episode_return_means": [50.0, 70.0, 80.0]}},
+                                "escape_room": {"bayes": {"return": 3.0, "num_episodes": 2, "episode_length": 60}}}))
+    env, params = envs.make("point_robot")
+    assert ev.reference_returns("point_robot", env, params, str(path), compute=False)["episode_returns"] == [50.0, 70.0, 80.0]
+    env, params = envs.make("point_robot", num_episodes=2, episode_length=10)  # not the file's 3 x 100
+    assert ev.reference_returns("point_robot", env, params, str(path), compute=False) is None
+    env, params = envs.make("escape_room")
+    assert ev.reference_returns("escape_room", env, params, str(path), compute=False)["return"] == 3.0
+    assert ev.reference_returns("escape_room", env, params, str(path), compute=False, policy="oracle") is None
+
+
+def test_evaluation_and_test_tasks_are_fixed_and_disjoint():
+    from mamba_jax import evaluate as ev
+
+    key = jax.random.PRNGKey(3)
+    np.testing.assert_array_equal(ev.eval_reset_keys(key, 5), ev.eval_reset_keys(key, 5))
+    evals = {tuple(k) for k in np.asarray(ev.eval_reset_keys(key, 100)).tolist()}
+    tests = {tuple(k) for k in np.asarray(ev.test_reset_keys(key, 1000)).tolist()}
+    assert len(evals) == 100 and len(tests) == 1000 and not evals & tests
