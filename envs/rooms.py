@@ -76,11 +76,16 @@ def is_free(pos: jax.Array, num_rooms: int) -> jax.Array:
 
 
 def normalise(pos: jax.Array, num_rooms: int) -> jax.Array:
-    """Grid cell(s) [..., 2] int -> observation [..., 2] float32 in [-1, 1] (centred)."""
-    pos = jnp.asarray(pos, jnp.float32)
+    """Grid cell(s) [..., 2] int -> observation [..., 2] float32 in [-1, 1] (centred).
+
+    x -> (2x - (6N - 4)) / (6N - 4), read from a table computed in float64, so that the values are
+    the same under jit and eagerly: exactly -1 / 0 / 1 at the first / middle / last column, and
+    mirror-image cells exactly opposite."""
     last = grid_width(num_rooms) - 1  # 6N - 4
-    x = (2.0 * pos[..., 0] - last) / last  # exact: the middle column -> 0, mirror cells -> +-x
-    return jnp.stack([x, pos[..., 1]], axis=-1)
+    table = ((2.0 * np.arange(last + 1) - last) / last).astype(np.float32)
+    pos = jnp.asarray(pos, jnp.int32)
+    x = jnp.asarray(table)[jnp.clip(pos[..., 0], 0, last)]
+    return jnp.stack([x, pos[..., 1].astype(jnp.float32)], axis=-1)
 
 
 def unnormalise(obs: jax.Array, num_rooms: int) -> jax.Array:

@@ -281,3 +281,13 @@ def test_task_sampling_many_rooms():
         counts = np.bincount(corner[:, room], minlength=4)
         assert np.all(np.abs(counts - 200) < 61), (room, counts)
     assert np.mean(corner[:, 0] == corner[:, 16]) < 0.4  # ~0.25 if independent
+
+
+def test_eager_equals_jit():
+    params = PARAMS[3]
+    for pos, reached, action in [((0, 0), 0, UP), ((8, 0), 1, DOWN), ((12, 1), 3, NOOP), ((4, 0), 0, UP)]:
+        state = _state(pos, reached=reached)
+        eager = ENV.step_env(jax.random.PRNGKey(0), state, action, params)
+        jitted = STEP(jax.random.PRNGKey(0), state, action, params)
+        for a, b in zip(jax.tree.leaves(eager), jax.tree.leaves(jitted)):
+            np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
