@@ -201,7 +201,9 @@ def test_matches_python_simulator(n):
 
 
 def test_actions_clipped_and_cast():
-    for action, expected in [(7, (0, 0)), (-3, (1, 0)), (2.7, (2, 0)), (jnp.int32(1), (1, 1))]:
+    cases = [(7, (0, 0)), (-3, (1, 0)), (2.7, (2, 0)), (jnp.int32(1), (1, 1)), (-0.5, (1, 0))]
+    cases += [(float("nan"), (1, 0)), (float("inf"), (0, 0)), (float("-inf"), (1, 0)), (1e10, (0, 0))]
+    for action, expected in cases:
         state, _ = _step(_state((1, 0)), action)
         assert _pos(state) == expected, action
 
