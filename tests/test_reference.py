@@ -252,3 +252,34 @@ def test_step_towards_is_shortest():
     truth = np.array([distances[tuple(s)][tuple(t)] for s, t in pairs])
     np.testing.assert_array_equal(lengths, truth)
     np.testing.assert_array_equal(steps, truth)
+
+
+def test_bayes_forgets_at_a_new_meta_episode():
+    """Through gymnax's auto-reset (a new task), the Bayes policy starts searching afresh."""
+    env, params = envs.make("rooms", num_rooms=1, num_episodes=2, episode_length=12)
+    bayes = get_policy("rooms", "bayes", env, params)
+    key = jax.random.PRNGKey(0)
+    obs, state = env.reset(key, params)
+    pstate = bayes.init(key, params)
+    step, act = jax.jit(env.step), jax.jit(bayes.act)
+    tasks, returns = [], {}
+    for t in range(3 * 24):
+        if t % 24 == 0:
+            tasks.append(np.asarray(state.task))
+        action, pstate = act(key, pstate, obs, None, params)
+        obs, state, reward, _, _, info = step(jax.random.fold_in(key, t), state, action, params)
+        returns[t // 24] = returns.get(t // 24, 0.0) + float(reward)
+    # Per meta-episode: the goal is reached after k steps of corner search in episode 1 (k = 1, 3, 5, 7
+    # in search order) and after its distance d from the start in episode 2; an episode where the goal
+    # is reached at step k returns (k - 1) * -0.1 + (12 - k + 1).
+    search_steps = {(0, -1): 1, (2, -1): 3, (2, 1): 5, (0, 1): 7}
+    distance = {(0, -1): 1, (2, -1): 3, (2, 1): 3, (0, 1): 1}
+
+    def episode(k):
+        return (k - 1) * -0.1 + (12 - k + 1)
+
+    for i, task in enumerate(tasks):
+        goal = tuple(int(v) for v in task[0])
+        expected = episode(search_steps[goal]) + episode(distance[goal])
+        assert returns[i] == pytest.approx(expected, abs=1e-4), (i, goal)
+    assert len({tuple(t[0]) for t in tasks}) > 1  # the auto-reset did draw different tasks

@@ -12,7 +12,8 @@ first, then y); from elsewhere first back to the middle row y = 0, then along it
   episodes 2..N it thus walks straight through the remembered goals, like the oracle.
 
 Episode boundaries are read from `obs["time"]` (t = time * T; an episode starts when t % L == 0;
-Rooms never terminates). Because the wrapper returns the next episode's initial observation at a
+Rooms never terminates); at t = 0 (a new meta-episode, also after gymnax's auto-reset) the Bayes
+policy forgets what it learned. Because the wrapper returns the next episode's initial observation at a
 boundary, the cell a reward was earned on is not always observed; both policies therefore track
 that cell themselves by applying the (deterministic) grid dynamics to their own last action.
 """
@@ -90,6 +91,9 @@ def _update(pstate: RoomsPolicyState, obs: dict, params) -> RoomsPolicyState:
     count = pstate.count + found.astype(jnp.int32)
     new_episode = t % params.episode_length == 0
     count = jnp.where(new_episode, 0, count)
+    # t = 0: a new meta-episode (a new task, e.g. after gymnax's auto-reset): forget everything.
+    known = known & (t > 0)
+    tried = tried & (t > 0)
     return RoomsPolicyState(goals, known, tried, count, pstate.last_pos)
 
 
