@@ -10,7 +10,9 @@ A policy is a pair of pure functions (a `ReferencePolicy`):
 meta-episode. An *oracle* may read `task`; a *Bayes-reference* policy must not (it acts on
 observations only, including the reward and time entries). `pstate` is any pytree the policy
 carries through the meta-episode (it is never reset between episodes: the policy sees episode
-boundaries through `obs["time"]` and its own state).
+boundaries through `obs["time"]` and its own state). Used with gymnax's auto-resetting `step`, a
+policy sees t = 0 again at the start of a new meta-episode (a new task) and should then forget
+what it inferred (the rooms Bayes policy does; `evaluate_policy` never auto-resets).
 
     policy = get_policy("rooms_meta", "bayes", env, params)
     out = evaluate_policy(env, params, policy, key, num_tasks=100)
