@@ -6,7 +6,8 @@ Evaluates each policy that exists for each selected env on `num_tasks` tasks (on
 meta-episode per task, `envs.reference.evaluate_policy`) and writes
 
 * results/reference_returns.json:
-  `{env: {policy: {"return_mean", "return_std", "episode_return_means": [N], "num_tasks"}}}`
+  `{env: {policy: {"return_mean", "return_std", "episode_return_means": [N], "num_tasks",
+  "num_episodes", "episode_length"}}}`
   (std over tasks; entries of envs not selected in this run are kept from the existing file),
 * results/reference_returns.md: the same as a markdown table.
 
@@ -88,6 +89,7 @@ def reference_returns(
             key = jax.random.fold_in(jax.random.PRNGKey(seed), envs.NAMES.index(env_name))
             start = time.perf_counter()
             summary = summarise(evaluate(env, params, policy, key, num_tasks, chunk))
+            summary.update(num_episodes=params.num_episodes, episode_length=params.episode_length)
             out.setdefault(env_name, {})[policy_name] = summary
             log(
                 f"{env_name:>16s} {policy_name:>6s}: {summary['return_mean']:9.2f} +- {summary['return_std']:.2f}"

@@ -57,7 +57,10 @@ def test_reference_returns_shape_merge_and_skips(tmp_path, monkeypatch):
     results = reference_returns.reference_returns(["rooms"], ["random", "oracle", "bayes"], 4, 0, 2, log=notes.append)
     assert set(results) == {"rooms"} and set(results["rooms"]) == {"random", "oracle", "bayes"}
     for summary in results["rooms"].values():
-        assert set(summary) == {"return_mean", "return_std", "episode_return_means", "num_tasks"}
+        assert set(summary) == {
+            "return_mean", "return_std", "episode_return_means", "num_tasks", "num_episodes", "episode_length"
+        }
+        assert (summary["num_episodes"], summary["episode_length"]) == (1, 100)
         assert len(summary["episode_return_means"]) == 1 and summary["num_tasks"] == 4
         assert summary["episode_return_means"][0] == pytest.approx(summary["return_mean"], abs=1e-4)
     rooms = results["rooms"]

@@ -5,7 +5,7 @@ env with known rewards and terminations, and the determinism of the rooms grid (
 reference, once it knows the goals, must match the oracle exactly).
 """
 
-from typing import Any
+import functools
 
 import numpy as np
 import pytest
@@ -23,6 +23,24 @@ from envs.reference.rooms import path_length, step_towards
 
 EVALUATE = jax.jit(evaluate_policy, static_argnums=(0, 2, 4))
 NUM_TASKS = 32
+CELLS3 = [(x, y) for x in range(15) for y in (-1, 0, 1) if x % 6 < 3 or y == 0]  # the N = 3 grid
+
+
+@functools.lru_cache(maxsize=None)
+def _bfs(src):
+    """Shortest-path lengths from cell `src` to every cell of the N = 3 grid (computed independently)."""
+    free = set(CELLS3)
+    dist, frontier = {src: 0}, [src]
+    while frontier:
+        nxt = []
+        for x, y in frontier:
+            for dx, dy in ((0, 1), (1, 0), (0, -1), (-1, 0)):
+                c = (x + dx, y + dy)
+                if c in free and c not in dist:
+                    dist[c] = dist[(x, y)] + 1
+                    nxt.append(c)
+        frontier = nxt
+    return dist
 
 
 @pytest.fixture(scope="module")
@@ -69,6 +87,16 @@ def test_bayes_hand_computed():
     # Episode 1: 6 steps at -0.1, then 6 steps (t = 7..12) on the goal; episode 2: 1 step to the
     # remembered goal, then 11 more on it.
     np.testing.assert_allclose(returns, [6 * -0.1 + 6.0, 12.0], atol=1e-4)
+
+
+def test_oracle_every_task_bfs(rooms_meta):
+    """On each of the 32 tasks, every oracle episode returns what the BFS shortest path through the goals
+    gives: D steps to the last goal (3 of them paying +1), then L - D steps on it."""
+    _, _, out = rooms_meta
+    for task, episodes in zip(out["oracle"]["task"], out["oracle"]["episode_returns"]):
+        stops = [(0, 0)] + [tuple(int(v) for v in g) for g in task]
+        d = sum(_bfs(a)[b] for a, b in zip(stops[:-1], stops[1:]))
+        np.testing.assert_allclose(episodes, [(d - 3) * -0.1 + 3 + (100 - d)] * 3, atol=1e-4)
 
 
 def test_ordering_oracle_bayes_random(rooms_meta):
@@ -217,24 +245,7 @@ def test_get_policy_errors(monkeypatch):
 def test_step_towards_is_shortest():
     """Following `step_towards` reaches every target in exactly `path_length` steps (N = 3 grid)."""
     env, params = envs.make_inner("rooms_meta")
-    cells = [(x, y) for x in range(15) for y in (-1, 0, 1) if x % 6 < 3 or y == 0]
-    # BFS distances on the grid, computed independently.
-    moves = [(0, 1), (1, 0), (0, -1), (-1, 0)]
-    free = set(cells)
-
-    def bfs(src):
-        dist, frontier = {src: 0}, [src]
-        while frontier:
-            nxt = []
-            for x, y in frontier:
-                for dx, dy in moves:
-                    c = (x + dx, y + dy)
-                    if c in free and c not in dist:
-                        dist[c] = dist[(x, y)] + 1
-                        nxt.append(c)
-            frontier = nxt
-        return dist
-
+    cells = CELLS3
     pairs = np.array([(s, t) for s in cells for t in cells], np.int32)  # [P, 2, 2]
     lengths = np.asarray(path_length(jnp.asarray(pairs[:, 0]), jnp.asarray(pairs[:, 1])))
 
@@ -248,8 +259,7 @@ def test_step_towards_is_shortest():
         return jax.lax.scan(body, src, None, length=30)[1].sum()  # steps taken before reaching dst
 
     steps = np.asarray(jax.jit(jax.vmap(walk))(jnp.asarray(pairs[:, 0]), jnp.asarray(pairs[:, 1])))
-    distances = {c: bfs(c) for c in cells}
-    truth = np.array([distances[tuple(s)][tuple(t)] for s, t in pairs])
+    truth = np.array([_bfs(tuple(s))[tuple(t)] for s, t in pairs])
     np.testing.assert_array_equal(lengths, truth)
     np.testing.assert_array_equal(steps, truth)
 

@@ -97,9 +97,12 @@ def _update(pstate: RoomsPolicyState, obs: dict, params) -> RoomsPolicyState:
     return RoomsPolicyState(goals, known, tried, count, pstate.last_pos)
 
 
-def _act(pstate: RoomsPolicyState, obs: dict, params) -> tuple[jax.Array, RoomsPolicyState]:
+def _act(pstate: RoomsPolicyState, obs: dict, params, goals=None) -> tuple[jax.Array, RoomsPolicyState]:
+    """One step: update the knowledge from `obs`, then walk. `goals` [N, 2]: the oracle's task."""
     n = params.env_params.num_rooms
     pstate = _update(pstate, obs, params)
+    if goals is not None:
+        pstate = pstate._replace(goals=jnp.asarray(goals, jnp.int32), known=jnp.ones_like(pstate.known))
     pos = unnormalise(obs["obs"], n)
     room = jnp.minimum(pstate.count, n - 1)
     corners = room_corners(n)[room]  # [4, 2]
@@ -132,9 +135,7 @@ def oracle_policy(params) -> ReferencePolicy:
 
     def act(key, pstate, obs, task, params):
         del key
-        task = jnp.asarray(task, jnp.int32)
-        pstate = pstate._replace(goals=task, known=jnp.ones_like(pstate.known))
-        return _act(pstate, obs, params)
+        return _act(pstate, obs, params, goals=task)
 
     return ReferencePolicy(init, act)
 
