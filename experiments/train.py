@@ -15,6 +15,7 @@ import dataclasses
 import sys
 
 from absl import app, flags
+from absl import logging as absl_logging
 
 from mamba_jax.config import PRESETS, Config, get_config
 
@@ -95,6 +96,8 @@ def build_config(preset: str, overrides: list[str], mamba: bool | None = None, s
 
 
 def main(argv):
+    if not FLAGS["verbosity"].present:
+        absl_logging.set_verbosity(absl_logging.WARNING)  # orbax logs every save at INFO
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments {argv[1:]}; every option is a --flag")
     if FLAGS.env is None:
