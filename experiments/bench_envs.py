@@ -49,15 +49,37 @@ FLAGS = flags.FLAGS
 
 def define_flags(flag_values: flags.FlagValues = FLAGS) -> None:
     """Defines this script's flags (called only when run as a script, so importing is side-effect free)."""
-    flags.DEFINE_bool("quick", False, "Width 1024, mode step_env, no MuJoCo envs unless named (< 1 min).", flag_values=flag_values)
-    flags.DEFINE_list("envs", None, f"Envs (default: all; --quick: all but {', '.join(MUJOCO_ENVS)}).", flag_values=flag_values)
-    flags.DEFINE_list("widths", None, "vmap widths (default 1,64,1024,16384; --quick: 1024).", flag_values=flag_values)
-    flags.DEFINE_list("mujoco_widths", ["1", "16", "64"], "vmap widths of the MuJoCo envs.", flag_values=flag_values)
-    flags.DEFINE_list("modes", None, "step_env and/or auto_reset (default both; --quick: step_env).", flag_values=flag_values)
-    flags.DEFINE_integer("meta_episodes", 1, "Meta-episodes per timed call.", lower_bound=1, flag_values=flag_values)
-    flags.DEFINE_integer("repeats", 3, "Timed calls after the first (the best is reported).", lower_bound=1, flag_values=flag_values)
+    flags.DEFINE_bool(
+        "quick", False, "Width 1024, mode step_env, no MuJoCo envs unless named (< 1 min).",
+        flag_values=flag_values,
+    )
+    flags.DEFINE_list(
+        "envs", None, f"Envs (default: all; --quick: all but {', '.join(MUJOCO_ENVS)}).",
+        flag_values=flag_values,
+    )
+    flags.DEFINE_list(
+        "widths", None, "vmap widths (default 1,64,1024,16384; --quick: 1024).",
+        flag_values=flag_values,
+    )
+    flags.DEFINE_list(
+        "mujoco_widths", ["1", "16", "64"], "vmap widths of the MuJoCo envs.",
+        flag_values=flag_values,
+    )
+    flags.DEFINE_list(
+        "modes", None, "step_env and/or auto_reset (default both; --quick: step_env).",
+        flag_values=flag_values,
+    )
+    flags.DEFINE_integer(
+        "meta_episodes", 1, "Meta-episodes per timed call.", lower_bound=1,
+        flag_values=flag_values,
+    )
+    flags.DEFINE_integer(
+        "repeats", 3, "Timed calls after the first (the best is reported).", lower_bound=1,
+        flag_values=flag_values,
+    )
     flags.DEFINE_bool("numpy", True, "Also time the NumPy point robot baseline.", flag_values=flag_values)
     flags.DEFINE_string("out", "results/bench_envs.json", "Output JSON file.", flag_values=flag_values)
+
 
 def sample_actions(space, key: jax.Array, width: int) -> jax.Array:
     """[W, *shape] uniform random actions of a Discrete or Box space, in one draw."""
@@ -155,7 +177,9 @@ def numpy_point_robot(width: int, num_episodes: int = 3, episode_length: int = 1
     return time.perf_counter() - start
 
 
-def bench(env_names, widths, mujoco_widths, meta_episodes, repeats, modes=MODES, numpy_baseline=True, log=print) -> dict:
+def bench(
+    env_names, widths, mujoco_widths, meta_episodes, repeats, modes=MODES, numpy_baseline=True, log=print
+) -> dict:
     """Runs the benchmark; returns the JSON-ready dict:
 
     {"device", "platform", "cpu_count", "load_average_at_start", "jax_version", "meta_episodes_per_call",
@@ -201,7 +225,8 @@ def bench(env_names, widths, mujoco_widths, meta_episodes, repeats, modes=MODES,
                 timings[str(width)] = r
                 log(
                     f"{name:>16s} {mode:>10s} W={width:>6d}: {r['steps_per_s']:10.4g} steps/s"
-                    f"  ({r['steps_per_cpu_s']:.4g} per CPU-s; call {r['call_s']:.3f} s, compile {r['compile_s']:.2f} s)"
+                    f"  ({r['steps_per_cpu_s']:.4g} per CPU-s;"
+                    f" call {r['call_s']:.3f} s, compile {r['compile_s']:.2f} s)"
                 )
             entry = {"widths": timings}
             timed = {w: r for w, r in timings.items() if "steps_per_s" in r}

@@ -33,12 +33,25 @@ FLAGS = flags.FLAGS
 
 def define_flags(flag_values: flags.FlagValues = FLAGS) -> None:
     """Defines this script's flags (called only when run as a script, so importing is side-effect free)."""
-    flags.DEFINE_integer("num_tasks", 1000, "Tasks (meta-episodes) per env and policy.", lower_bound=1, flag_values=flag_values)
-    flags.DEFINE_list("envs", list(envs.NAMES), f"Envs to evaluate; allowed: {', '.join(envs.NAMES)}.", flag_values=flag_values)
-    flags.DEFINE_list("policies", list(POLICY_NAMES), f"Policies; allowed: {', '.join(POLICY_NAMES)}.", flag_values=flag_values)
+    flags.DEFINE_integer(
+        "num_tasks", 1000, "Tasks (meta-episodes) per env and policy.", lower_bound=1,
+        flag_values=flag_values,
+    )
+    flags.DEFINE_list(
+        "envs", list(envs.NAMES), f"Envs to evaluate; allowed: {', '.join(envs.NAMES)}.",
+        flag_values=flag_values,
+    )
+    flags.DEFINE_list(
+        "policies", list(POLICY_NAMES), f"Policies; allowed: {', '.join(POLICY_NAMES)}.",
+        flag_values=flag_values,
+    )
     flags.DEFINE_integer("seed", 0, "PRNG seed.", flag_values=flag_values)
     flags.DEFINE_integer("chunk", 1000, "Tasks per jitted call.", lower_bound=1, flag_values=flag_values)
-    flags.DEFINE_string("out_dir", "results", "Directory of reference_returns.{json,md}.", flag_values=flag_values)
+    flags.DEFINE_string(
+        "out_dir", "results", "Directory of reference_returns.{json,md}.",
+        flag_values=flag_values,
+    )
+
 
 _EVALUATE = jax.jit(evaluate_policy, static_argnums=(0, 2, 4))
 

@@ -22,8 +22,12 @@ def define_flags(flag_values: flags.FlagValues = FLAGS) -> None:
     """Defines this script's flags (called only when run as a script, so importing is side-effect free)."""
     flags.DEFINE_enum("env", "point_robot", list(envs.NAMES), "Registered env name.", flag_values=flag_values)
     flags.DEFINE_enum("policy", "bayes", list(POLICY_NAMES), "Reference policy.", flag_values=flag_values)
-    flags.DEFINE_integer("num_tasks", 8, "Number of tasks (one meta-episode each).", lower_bound=1, flag_values=flag_values)
+    flags.DEFINE_integer(
+        "num_tasks", 8, "Number of tasks (one meta-episode each).", lower_bound=1,
+        flag_values=flag_values,
+    )
     flags.DEFINE_integer("seed", 0, "PRNG seed.", flag_values=flag_values)
+
 
 def rollout(env_name: str, policy_name: str, num_tasks: int, seed: int) -> dict:
     """Runs `num_tasks` meta-episodes; returns numpy {"return": [B], "episode_returns": [B, N], "task"}."""

@@ -112,7 +112,9 @@ def test_bench_json_shape(tmp_path):
         entry = result["envs"][name]
         assert entry["T"] == T and set(entry) == {"T", "step_env"}
         timing = entry["step_env"]["widths"]["2"]
-        assert set(timing) == {"steps_per_s", "call_s", "first_call_s", "compile_s", "steps_per_call", "steps_per_cpu_s"}
+        assert set(timing) == {
+            "steps_per_s", "call_s", "first_call_s", "compile_s", "steps_per_call", "steps_per_cpu_s"
+        }
         assert timing["steps_per_call"] == 2 * T and timing["steps_per_s"] > 0
         assert entry["step_env"]["best_width"] == 2
     assert set(result["numpy_point_robot"]["widths"]) == {"2"}

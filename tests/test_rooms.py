@@ -230,7 +230,8 @@ def test_reset_and_task_sampling():
     obs, state = ENV.reset_to_task(jax.random.PRNGKey(0), TASK3, params)
     np.testing.assert_allclose(np.asarray(obs), [-1.0, 0.0])
     assert _pos(state) == (0, 0) and int(state.goals_reached) == 0 and int(state.time) == 0
-    tasks = np.asarray(jax.vmap(ENV.sample_task, in_axes=(0, None))(jax.random.split(jax.random.PRNGKey(1), 800), params))
+    keys = jax.random.split(jax.random.PRNGKey(1), 800)
+    tasks = np.asarray(jax.vmap(ENV.sample_task, in_axes=(0, None))(keys, params))
     assert tasks.shape == (800, 3, 2) and tasks.dtype == np.int32
     assert ENV.task_shape(params) == (3, 2)
     for room in range(3):
@@ -275,7 +276,8 @@ def test_task_sampling_many_rooms():
     # 20 rooms use two random words (16 rooms per word): every goal is a corner of its room, and
     # rooms 0 and 16 (bit 0 of different words) are not copies of each other.
     params = ENV.default_params.replace(num_rooms=20)
-    tasks = np.asarray(jax.vmap(ENV.sample_task, in_axes=(0, None))(jax.random.split(jax.random.PRNGKey(2), 800), params))
+    keys = jax.random.split(jax.random.PRNGKey(2), 800)
+    tasks = np.asarray(jax.vmap(ENV.sample_task, in_axes=(0, None))(keys, params))
     room_left = 6 * np.arange(20)
     assert np.isin(tasks[..., 0] - room_left, [0, 2]).all() and np.isin(tasks[..., 1], [-1, 1]).all()
     corner = (tasks[..., 0] - room_left) // 2 + 2 * (tasks[..., 1] > 0)  # [800, 20] in 0..3
