@@ -268,7 +268,7 @@ PRESETS: dict[str, Config] = {
     # Point robot with networks small enough for a 2-core CPU (same env and protocol).
     "point_robot_cpu": _preset(
         "point_robot_cpu", "point_robot", 3, 100, 1e6, 0.01, 2, 300, 0, 2, _SMALL_LR,
-        units=128, deter=128, hidden=64, stoch=8, classes=8, head_units=128,
+        units=64, deter=64, hidden=32, stoch=8, classes=8, head_units=64,
         recon_subsample=32, imag_starts_per_seq=16,
     ),
     # Tiny networks and a short meta-episode with a ramp, for tests: compiles in seconds.

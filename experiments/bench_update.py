@@ -1,0 +1,188 @@
+"""Times one full agent update (world model + actor + critic) and counts its FLOPs.
+
+    python -m experiments.bench_update            # point_robot (T=300), point_robot_cpu, reacher (T=900)
+    python -m experiments.bench_update --quick    # point_robot_cpu at T=300 only, few repetitions
+
+For every case (preset, world-model horizon H) it reports: the compile time of the update for
+that horizon bucket, seconds per update (median of timed repetitions after a warm-up), the
+FLOPs of one update from XLA's cost analysis (`jit(...).lower(...).compile().cost_analysis()`),
+the FLOP/s of a large float32 matmul measured in the same run, and fraction_of_matmul =
+(flop_per_update / seconds_per_update) / matmul_flop_per_second. For presets with a horizon
+ramp it also reports the compile time of the real `update` (all buckets in one lax.switch).
+
+Each horizon is timed through the single-bucket function the real update dispatches to
+(`agent._update_length` with the bucket's static length), so the FLOP count is that of the
+branch actually run, not the sum over all branches. Batches are random arrays of the right
+shapes (the update's cost does not depend on the values). Writes results/bench_update.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import os
+import pathlib
+import platform
+import statistics
+import time
+
+import jax
+import jax.numpy as jnp
+from gymnax.environments import spaces
+
+import mamba_jax as mj
+from mamba_jax import agent as agent_lib
+from mamba_jax import config as cfg
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+def spaces_for(config: mj.Config):
+    """Observation / action spaces of the preset's env without building it (obs dims of the spec)."""
+    obs_dims = {"point_robot": 2, "point_robot_wind": 2, "escape_room": 2, "rooms": 2, "rooms_meta": 2,
+                "reacher": 4, "humanoid_dir": None}
+    if config.env == "reacher_pixels":
+        obs = spaces.Box(0, 255, (64, 64, 3), jnp.uint8)
+    elif config.env == "humanoid_dir":
+        import envs  # the humanoid's observation size comes from its model
+
+        env, params = envs.make("humanoid_dir")
+        obs = env.observation_space(params).spaces["obs"]
+    else:
+        obs = spaces.Box(-jnp.inf, jnp.inf, (obs_dims[config.env],), jnp.float32)
+    obs_space = spaces.Dict({"obs": obs, "reward": spaces.Box(-jnp.inf, jnp.inf, (), jnp.float32),
+                             "time": spaces.Box(0.0, 1.0, (), jnp.float32)})
+    if config.env.startswith("rooms"):
+        return obs_space, spaces.Discrete(5)
+    action_dim = {"reacher": 2, "reacher_pixels": 2, "humanoid_dir": 17}.get(config.env, 2)
+    return obs_space, spaces.Box(-1.0, 1.0, (action_dim,), jnp.float32)
+
+
+def random_batch(key, config: mj.Config, state: mj.AgentState) -> dict:
+    B = config.batch_size
+    S = config.meta_length + 1 if config.mamba else config.window_length
+    k = jax.random.split(key, 3)
+    obs = {}
+    for name, shape, image in state.obs_spec:
+        if image:
+            obs[name] = jax.random.randint(k[0], (B, S) + shape, 0, 256).astype(jnp.uint8)
+        else:
+            obs[name] = jax.random.normal(k[0], (B, S) + shape)
+    obs["reward"] = jax.random.normal(k[1], (B, S))
+    obs["time"] = jnp.broadcast_to(jnp.linspace(0, 1, S), (B, S))
+    action = jax.random.uniform(k[2], (B, S, state.action_dim), minval=-1, maxval=1)
+    if state.discrete:
+        action = jax.nn.one_hot(jnp.argmax(action, -1), state.action_dim)
+    return {"obs": obs, "action": action, "is_first": jnp.arange(S)[None].repeat(B, 0) == 0,
+            "is_terminal": jnp.zeros((B, S), bool)}
+
+
+def flops_of(compiled) -> float:
+    cost = compiled.cost_analysis()
+    if isinstance(cost, (list, tuple)):
+        cost = cost[0]
+    return float(cost.get("flops", float("nan"))) if cost else float("nan")
+
+
+def matmul_flop_per_second(n: int = 2048, reps: int = 10) -> float:
+    a = jax.random.normal(jax.random.PRNGKey(0), (n, n))
+    b = jax.random.normal(jax.random.PRNGKey(1), (n, n))
+    f = jax.jit(lambda x, y: x @ y)
+    jax.block_until_ready(f(a, b))
+    times = []
+    for _ in range(reps):
+        t = time.perf_counter()
+        jax.block_until_ready(f(a, b))
+        times.append(time.perf_counter() - t)
+    return 2.0 * n**3 / statistics.median(times)
+
+
+def bench_case(config: mj.Config, horizon: int, reps: int) -> dict:
+    obs_space, action_space = spaces_for(config)
+    state = mj.init(jax.random.PRNGKey(0), config, obs_space, action_space)
+    batch = random_batch(jax.random.PRNGKey(1), config, state)
+    lengths = cfg.horizon_buckets(config)
+    length = lengths[int(cfg.bucket_index(config, horizon))] if config.mamba else lengths[0]
+    fn = jax.jit(functools.partial(agent_lib._update_length, length=length))
+    h = jnp.int32(horizon)
+    t = time.perf_counter()
+    compiled = fn.lower(state, batch, jax.random.PRNGKey(2), h).compile()
+    compile_s = time.perf_counter() - t
+    out = compiled(state, batch, jax.random.PRNGKey(2), h)
+    jax.block_until_ready(out)
+    times = []
+    for i in range(reps):
+        t = time.perf_counter()
+        state, metrics = compiled(state, batch, jax.random.PRNGKey(3 + i), h)
+        jax.block_until_ready(metrics)
+        times.append(time.perf_counter() - t)
+    return {
+        "preset": config.name,
+        "batch_size": config.batch_size,
+        "T": config.meta_length,
+        "horizon": horizon,
+        "bucket_length": length,
+        "imag_starts": config.batch_size * (config.imag_starts_per_seq if config.imag_starts_per_seq > 0 else length + 1),
+        "imag_horizon": config.imag_horizon,
+        "seconds_per_update": statistics.median(times),
+        "compile_seconds": compile_s,
+        "flop_per_update": flops_of(compiled),
+        "finite_loss": bool(jnp.isfinite(metrics["wm/loss"])),
+    }
+
+
+def full_update_compile_seconds(config: mj.Config) -> float:
+    obs_space, action_space = spaces_for(config)
+    state = mj.init(jax.random.PRNGKey(0), config, obs_space, action_space)
+    batch = random_batch(jax.random.PRNGKey(1), config, state)
+    t = time.perf_counter()
+    jax.jit(mj.update).lower(state, batch, jax.random.PRNGKey(2)).compile()
+    return time.perf_counter() - t
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="point_robot_cpu at T=300 only, 3 repetitions")
+    parser.add_argument("--reps", type=int, default=None)
+    parser.add_argument("--out", default=str(ROOT / "results" / "bench_update.json"))
+    args = parser.parse_args()
+    if args.quick:
+        cases = [("point_robot_cpu", [300])]
+        reps = args.reps or 3
+    else:
+        cases = [("point_robot", [300]), ("point_robot_cpu", [300]), ("reacher", [50, 263, 475, 900])]
+        reps = args.reps or 5
+    matmul = matmul_flop_per_second()
+    print(f"matmul float32 2048^3: {matmul / 1e9:.1f} GFLOP/s", flush=True)
+    results = []
+    for preset, horizons in cases:
+        config = mj.get_config(preset)
+        for h in horizons:
+            r = bench_case(config, h, reps)
+            r["matmul_flop_per_second"] = matmul
+            r["fraction_of_matmul"] = r["flop_per_update"] / r["seconds_per_update"] / matmul
+            results.append(r)
+            print(json.dumps(r), flush=True)
+    extra = {}
+    if not args.quick:
+        extra["reacher_full_update_compile_seconds"] = full_update_compile_seconds(mj.get_config("reacher"))
+        print(json.dumps(extra), flush=True)
+    record = {
+        "command": "python -m experiments.bench_update" + (" --quick" if args.quick else ""),
+        "mode": "quick" if args.quick else "full",
+        "device": str(jax.devices()[0]),
+        "platform": platform.platform(),
+        "cpu_count": os.cpu_count(),
+        "jax": jax.__version__,
+        "reps": reps,
+        "cases": results,
+        **extra,
+    }
+    pathlib.Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    pathlib.Path(args.out).write_text(json.dumps(record, indent=2) + "\n")
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
