@@ -258,29 +258,30 @@ def bench(
     return out
 
 
-def main(argv):
+def main(argv, flag_values: flags.FlagValues = FLAGS):
+    """The script: reads the flags (see `define_flags`), runs `bench`, writes --out."""
     del argv
-    quick = FLAGS.quick
-    names = FLAGS.envs or [n for n in envs.NAMES if not (quick and n in MUJOCO_ENVS)]
-    modes = FLAGS.modes or (["step_env"] if quick else list(MODES))
-    repeats = FLAGS.repeats
+    fv = flag_values
+    quick = fv.quick
+    names = fv.envs or [n for n in envs.NAMES if not (quick and n in MUJOCO_ENVS)]
+    modes = fv.modes or (["step_env"] if quick else list(MODES))
     try:
-        widths = [int(w) for w in (FLAGS.widths or (["1024"] if quick else ["1", "64", "1024", "16384"]))]
-        mujoco_widths = [int(w) for w in FLAGS.mujoco_widths]
+        widths = [int(w) for w in (fv.widths or (["1024"] if quick else ["1", "64", "1024", "16384"]))]
+        mujoco_widths = [int(w) for w in fv.mujoco_widths]
     except ValueError:
         widths = mujoco_widths = [0]
     if any(w < 1 for w in widths + mujoco_widths):
         raise app.UsageError("--widths / --mujoco_widths: allowed: comma-separated integers >= 1")
     try:
-        result = bench(names, widths, mujoco_widths, FLAGS.meta_episodes, repeats, modes, FLAGS.numpy)
+        result = bench(names, widths, mujoco_widths, fv.meta_episodes, fv.repeats, modes, fv.numpy)
     except ValueError as error:
         raise app.UsageError(str(error))
     result["quick"] = quick
-    os.makedirs(os.path.dirname(os.path.abspath(FLAGS.out)), exist_ok=True)
-    with open(FLAGS.out, "w") as f:
+    os.makedirs(os.path.dirname(os.path.abspath(fv.out)), exist_ok=True)
+    with open(fv.out, "w") as f:
         json.dump(result, f, indent=2)
         f.write("\n")
-    print(f"wrote {FLAGS.out}")
+    print(f"wrote {fv.out}")
 
 
 if __name__ == "__main__":

@@ -1,25 +1,16 @@
 """The env experiments (rollout table, reference returns, env benchmark) in tiny modes."""
 
 import json
-import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 
 import jax
-from absl import flags
+from absl import app, flags
 
 import envs
 import envs.reference as reference
 from experiments import bench_envs, reference_returns, rollout
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def _run(*args):
-    return subprocess.run([sys.executable, "-m", *args], cwd=ROOT, capture_output=True, text=True, timeout=300)
 
 
 def test_rollout_table():
@@ -43,6 +34,16 @@ def test_bad_flags_name_allowed_values():
         module.define_flags(flag_values)
         with pytest.raises(flags.Error, match=allowed):
             flag_values(["prog", bad])
+
+
+def test_bench_main_rejects_bad_widths_and_envs(tmp_path):
+    for bad, allowed in (("--widths=a", "integers >= 1"), ("--widths=0", "integers >= 1"), ("--envs=maze", "rooms")):
+        flag_values = flags.FlagValues()
+        bench_envs.define_flags(flag_values)
+        flag_values(["prog", bad, f"--out={tmp_path / 'b.json'}"])
+        with pytest.raises(app.UsageError, match=allowed):
+            bench_envs.main([], flag_values)
+    assert not (tmp_path / "b.json").exists()
 
 
 def test_summarise_hand_values():
@@ -100,11 +101,11 @@ def test_bench_rollout_counts_every_step():
 
 
 def test_bench_json_shape(tmp_path):
-    out = _run(
-        "experiments.bench_envs", "--envs=rooms,point_robot", "--widths=2", "--modes=step_env",
-        "--repeats=1", f"--out={tmp_path / 'bench.json'}",
-    )
-    assert out.returncode == 0, out.stderr[-2000:]
+    flag_values = flags.FlagValues()
+    bench_envs.define_flags(flag_values)
+    flag_values(["prog", "--envs=rooms,point_robot", "--widths=2", "--modes=step_env", "--repeats=1",
+                 f"--out={tmp_path / 'bench.json'}"])
+    bench_envs.main([], flag_values)
     with open(tmp_path / "bench.json") as f:
         result = json.load(f)
     assert set(result["envs"]) == {"rooms", "point_robot"}
