@@ -277,3 +277,19 @@ def test_oracle_reaches_every_goal_in_order():
     assert np.all(np.array(out["episode_returns"]) > 3 - 1 + 10)
     with pytest.raises(ValueError, match="allowed"):
         get_policy("reacher_pixels", "oracle", *envs.make("reacher_pixels"))
+
+
+def test_pixel_variant_through_the_meta_wrapper():
+    """gymnax's auto-resetting `step` across episode and meta-episode boundaries keeps the image
+    observation uint8 [64, 64, 3], in its space, and equal to a rendering of the arm."""
+    env, params = envs.make("reacher_pixels", num_goals=2, num_episodes=2, episode_length=2)
+    obs, state = env.reset(jax.random.key(0), params)
+    step = jax.jit(env.step)
+    space = env.observation_space(params).spaces["obs"]
+    for t in range(5):  # episode boundary after step 2, meta-episode end (auto-reset) after step 4
+        obs, state, reward, terminated, truncated, info = step(jax.random.key(t), state, jnp.array([0.5, -0.5]), params)
+        assert obs["obs"].dtype == jnp.uint8 and bool(space.contains(obs["obs"]))
+        elbow, tip = env.inner.elbow_and_tip(state.env_state.qpos)
+        diff = np.abs(np.array(obs["obs"], np.int32) - np.array(render.render_arm(elbow, tip), np.int32))
+        assert diff.max() <= 1
+        assert bool(truncated) == (t == 3) and bool(info["episode_start"]) == (t in (1, 3))
