@@ -355,12 +355,13 @@ def run(
     `checkpoint_every` chunks and at the end; then the final test on config.final_eval_tasks
     fresh tasks (LOGDIR/final_test.json).
 
-    The default chunk length is eval_every // (num_envs * T) iterations (at least 1), so every
-    chunk ends with an evaluation. The run stops at the first chunk boundary at or after
+    The default chunk length is ceil(eval_every / (num_envs * T)) iterations, so every chunk
+    ends with an evaluation. The run stops at the first chunk boundary at or after
     `steps` (it may overshoot by less than one chunk).
 
     resume=True continues from the latest checkpoint in LOGDIR/checkpoints (same config, seed
-    and num_seeds required) and reproduces the uninterrupted run's metrics exactly.
+    and num_seeds required) and reproduces the uninterrupted run's metrics exactly (with the
+    same chunk_iterations and devices); without a checkpoint it starts a new run.
 
     Seed i of the run starts from fold_in(PRNGKey(seed), i), so a run's seed i does not
     depend on num_seeds. `functions` (from `compile_run`, same config / num_seeds /
@@ -384,7 +385,7 @@ def run(
             raise ValueError(f"{name}={value!r}: allowed: an integer >= 1")
     steps_per_iteration = config.num_envs * config.meta_length
     if chunk_iterations is None:
-        chunk_iterations = max(1, eval_every // steps_per_iteration)
+        chunk_iterations = max(1, -(-eval_every // steps_per_iteration))  # ceil: every chunk evaluates
     env, env_params = envs.make(config.env, num_episodes=config.num_episodes, episode_length=config.episode_length)
     if functions is None:
         fns = compile_run(config, env, env_params, num_seeds, chunk_iterations, agent=agent, devices=devices)
@@ -415,7 +416,10 @@ def run(
         abstract = jax.eval_shape(fns.init, keys)
         abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=fns.sharding), abstract)
         state, meta = checkpointer.restore(abstract)
-        _check_resume(meta["run"], run_info)
+        changed = _check_resume(meta["run"], run_info)
+        if changed:
+            say(f"note: resuming with a different {', '.join(changed)} (same training trajectory; "
+                "evaluation points or float rounding may differ from an uninterrupted run)")
         wall_offset, next_eval, chunks = meta["wall_seconds"], meta["next_eval"], meta["chunks"]
         start_steps = int(meta["env_steps"])
         say(f"resumed {logdir} at {start_steps} env steps")
@@ -519,8 +523,14 @@ def final_test_returns(fns: RunFunctions, state: TrainState, config, reference=N
     return summary
 
 
-def _check_resume(saved: dict, current: dict) -> None:
-    """Resuming needs the same config (budget aside), seed, seeds and chunking."""
+# Settings a resume may change: the trajectory of a seed does not depend on them (each iteration
+# splits the state's key), only the evaluation points / float reassociation do.
+RESUME_MAY_CHANGE = ("chunk_iterations", "mesh")
+
+
+def _check_resume(saved: dict, current: dict) -> list[str]:
+    """Resuming needs the same config (the step budget aside), seed and number of seeds.
+    Returns the names of the settings in RESUME_MAY_CHANGE that changed."""
     saved = json.loads(json.dumps(saved))
     current = json.loads(json.dumps(current))
     saved["config"].pop("env_steps", None)
@@ -529,6 +539,8 @@ def _check_resume(saved: dict, current: dict) -> None:
     if "config" in diffs:
         fields = sorted(k for k in saved["config"] if saved["config"][k] != current["config"].get(k))
         diffs = [d for d in diffs if d != "config"] + [f"config.{f}" for f in fields]
-    if diffs:
-        raise ValueError(f"cannot resume: the checkpoint was written with different {', '.join(diffs)}; "
-                         "resume with the same settings (only the step budget may change)")
+    fatal = [d for d in diffs if d not in RESUME_MAY_CHANGE]
+    if fatal:
+        raise ValueError(f"cannot resume: the checkpoint was written with different {', '.join(fatal)}; "
+                         "resume with the same settings (the step budget, chunk_iterations and the devices may change)")
+    return [d for d in diffs if d in RESUME_MAY_CHANGE]
