@@ -23,7 +23,6 @@ with its state closed over, or `random_policy(action_space)`).
 """
 
 import math
-from functools import partial
 from typing import Any, Callable
 
 import jax
@@ -101,7 +100,8 @@ def rollout(
         obs, state, pcarry, alive, first, returns = c
         key_act, key_env = jax.random.split(key)
         action, pcarry = policy_step(pcarry, {**obs, "is_first": first}, key_act)
-        nobs, nstate, reward, terminated, info = vmap_keys(vstep, key_env, num_envs)(state, action, env_params)
+        env_keys = jax.random.split(key_env, num_envs)
+        nobs, nstate, reward, terminated, info = vstep(env_keys, state, action, env_params)
         terminated = jnp.logical_and(alive, terminated)
         ended = jnp.logical_or(terminated, vtruncated(nstate, env_params))
         reward = jnp.where(alive, reward, 0.0)
@@ -149,11 +149,6 @@ def rollout(
         "is_terminal": with_first(jnp.zeros((num_envs,), bool), outs["is_terminal"]),
     }
     return episodes, stats
-
-
-def vmap_keys(vfn: Callable, key: jax.Array, num: int) -> Callable:
-    """`vfn` (vmapped over a leading key argument) with `num` keys split from `key`."""
-    return partial(vfn, jax.random.split(key, num))
 
 
 def episode_spec(env, env_params) -> dict:
