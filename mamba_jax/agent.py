@@ -247,9 +247,9 @@ def _update_length(agent_state: AgentState, batch: dict, key: jax.Array, h_wm, l
         **wm_metrics,
         **actor_metrics,
         **critic_metrics,
-        "wm/grad_norm": optax.global_norm(g_wm),
-        "actor/grad_norm": optax.global_norm(g_actor),
-        "critic/grad_norm": optax.global_norm(g_critic),
+        "wm/grad_norm": optax.tree.norm(g_wm),
+        "actor/grad_norm": optax.tree.norm(g_actor),
+        "critic/grad_norm": optax.tree.norm(g_critic),
     }
     return new_state, metrics
 

@@ -119,3 +119,22 @@ def test_world_model_learns_point_robot(setup):
     # measured: before 10.66, after 0.66 (factor 16; the free-bits KL floor alone is 0.5 + 0.1 = 0.6)
     print(f"world-model loss before {before:.3f} after {after:.3f} factor {before / after:.2f}")
     assert after < before / 5, (before, after)
+
+
+def test_image_encoder_decoder_shapes():
+    from mamba_jax.nets import Decoder, Encoder, decoder_loss
+
+    spec = (("obs", (64, 64, 3), True), ("reward", (), False), ("time", (), False))
+    obs = {"obs": jnp.full((2, 3, 64, 64, 3), 255, jnp.uint8), "reward": jnp.ones((2, 3)), "time": jnp.zeros((2, 3))}
+    enc, dec = Encoder(spec, 1, 8, 4), Decoder(spec, 1, 8, 4)
+    p = enc.init(jax.random.PRNGKey(0), obs)
+    embed = enc.apply(p, obs)
+    assert embed.shape == (2, 3, 8 + 4 * 4 * 32)  # vector MLP + 4x4x(8 * depth) conv features
+    feat = jnp.zeros((2, 3, 10))
+    pred = dec.apply(dec.init(jax.random.PRNGKey(1), feat), feat)
+    assert pred["obs"].shape == (2, 3, 64, 64, 3) and pred["reward"].shape == (2, 3)
+    total, per_key = decoder_loss(pred, obs, spec)
+    # images: squared error in [-0.5, 0.5] pixel space (white = 0.5); vectors: symlog-MSE
+    assert total.shape == (2, 3)
+    np.testing.assert_allclose(per_key["obs"] - (pred["obs"] - 0.5).__pow__(2).sum((-3, -2, -1)), 0.0, atol=1e-3)
+    np.testing.assert_allclose(per_key["reward"], (pred["reward"] - np.log(2.0)) ** 2, rtol=1e-5)
