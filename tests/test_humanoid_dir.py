@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import envs
-from envs.humanoid_dir import OBS_SIZE, HumanoidDir, HumanoidDirParams
+from envs.humanoid_dir import OBS_SIZE, HumanoidDir
 
 # MJX (float32) against C (float64) over 3 env steps (15 physics steps) with foot contacts:
 # measured max |qpos error| ~1e-6, obs error ~5e-5 on entries of size ~100, reward error ~1e-6.
