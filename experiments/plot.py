@@ -25,7 +25,11 @@ import numpy as np
 from mamba_jax import evaluate as ev
 from mamba_jax.logging import read_metrics
 
-REFERENCE_STYLES = {"bayes": ("k", "Bayes reference"), "oracle": ("tab:green", "oracle"), "random": ("tab:gray", "random")}
+REFERENCE_STYLES = {
+    "bayes": ("k", "Bayes reference"),
+    "oracle": ("tab:green", "oracle"),
+    "random": ("tab:gray", "random"),
+}
 
 
 def load_run(logdir: str, x_key: str = "env_steps") -> dict:
@@ -112,7 +116,8 @@ def plot(logdirs: list[str], out: str, labels: list[str] | None = None, x_key: s
             seeds = values.shape[1]
             (line,) = ax.plot(curve["x"], mean, label=f"{label} ({seeds} seed{'s' if seeds > 1 else ''})")
             if seeds > 1:
-                ax.fill_between(curve["x"], np.nanmin(values, 1), np.nanmax(values, 1), color=line.get_color(), alpha=0.2)
+                low, high = np.nanmin(values, 1), np.nanmax(values, 1)
+                ax.fill_between(curve["x"], low, high, color=line.get_color(), alpha=0.2)
         for policy, ref in refs.items():
             color, name = REFERENCE_STYLES[policy]
             if metric == "eval/return":

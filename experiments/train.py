@@ -27,8 +27,13 @@ flags.DEFINE_integer("num_seeds", 1, "Seeds trained together (vmapped, sharded o
 flags.DEFINE_integer("steps", None, "Budget in real env steps (default: the preset's env_steps).", lower_bound=1)
 flags.DEFINE_bool("mamba", None, "MAMBA (true) or the plain DreamerV3 baseline (false); default: the preset's.")
 flags.DEFINE_multi_string("config", [], "Override a Config field: --config=field=value (repeatable).")
-flags.DEFINE_integer("chunk_iterations", None, "Iterations per jitted chunk (default: ceil(eval_every / env steps per iteration)).", lower_bound=1)
-flags.DEFINE_integer("eval_every", None, "Evaluate every this many env steps (default: the preset's eval_every).", lower_bound=1)
+flags.DEFINE_integer(
+    "chunk_iterations", None, "Iterations per jitted chunk (default: ceil(eval_every / env steps per iteration)).",
+    lower_bound=1,
+)
+flags.DEFINE_integer(
+    "eval_every", None, "Evaluate every this many env steps (default: the preset's eval_every).", lower_bound=1
+)
 flags.DEFINE_integer("checkpoint_every", 1, "Checkpoint every this many chunks (and at the end).", lower_bound=1)
 flags.DEFINE_integer("max_to_keep", 2, "Checkpoints kept (the newest complete ones).", lower_bound=1)
 flags.DEFINE_bool("resume", False, "Continue the run in --logdir from its latest checkpoint.")

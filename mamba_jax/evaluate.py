@@ -26,7 +26,8 @@ import numpy as np
 # Keys of the final test are split from fold_in(eval_key, TEST_FOLD): never evaluation tasks.
 TEST_FOLD = 0x7E57
 
-REFERENCE_FILE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "results", "reference_returns.json")
+_REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REFERENCE_FILE = os.path.join(_REPO, "results", "reference_returns.json")
 
 
 def eval_reset_keys(eval_key: jax.Array, num_tasks: int) -> jax.Array:

@@ -54,7 +54,10 @@ def format_duration(seconds: float) -> str:
 
 
 def progress_line(row: dict, total_steps: int, steps_per_second: float) -> str:
-    """`[  12000/1000000  1.2%] 850 steps/s | train 1.23 | eval 4.56 (ep 1.0 2.0 1.5) | wm_loss 3.2 ... | ETA 0:19:23`."""
+    """The progress line, e.g.
+
+    `[  12000/1000000  1.2%] 850 steps/s | train 1.23 | eval 4.56 (ep 1.0 2.0 1.5) | wm/loss 3.2 ... | ETA 0:19:23`
+    """
     steps = int(row["env_steps"])
     parts = [f"[{steps:>9d}/{total_steps} {100.0 * steps / max(total_steps, 1):5.1f}%] {steps_per_second:8.1f} steps/s"]
     if "train/return" in row:

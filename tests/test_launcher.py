@@ -19,7 +19,8 @@ def test_parse_overrides_types():
     values = launcher.parse_overrides(
         ["batch_size=8", "env_steps=1e4", "wm_lr=3e-4", "mamba=false", "env=escape_room", " units = 64 "]
     )
-    assert values == {"batch_size": 8, "env_steps": 10000, "wm_lr": 3e-4, "mamba": False, "env": "escape_room", "units": 64}
+    expected = {"batch_size": 8, "env_steps": 10000, "wm_lr": 3e-4, "mamba": False, "env": "escape_room", "units": 64}
+    assert values == expected
     assert type(values["env_steps"]) is int and type(values["wm_lr"]) is float
 
 
@@ -72,7 +73,8 @@ def test_main_passes_flags_to_run(monkeypatch, tmp_path):
 def _compiled_training(stderr: str) -> list[str]:
     """Compilations (JAX_LOG_COMPILES) of the training functions; import-time constants aside."""
     names = ("init", "train_chunk", "evaluate", "rollout", "update")
-    return [l for l in stderr.splitlines() if l.startswith("Compiling") and any(n in l.split(" with ")[0] for n in names)]
+    lines = [line for line in stderr.splitlines() if line.startswith("Compiling")]
+    return [line for line in lines if any(n in line.split(" with ")[0] for n in names)]
 
 
 def _launch(*flags):
@@ -154,12 +156,14 @@ def test_plot_learning_curves(tmp_path):
     curves = {label: plot.merge([plot.load_run(str(tmp_path / d)) for d in dirs])
               for label, dirs in {"x": ["a", "c"], "y": ["b"]}.items()}
     assert curves["x"]["series"]["eval/return"].shape == (3, 3)  # 3 points, seeds 2 (a) + 1 (c)
-    assert curves["x"]["series"]["eval/return"][1].tolist() == [2.0, 4.0, 7.0]  # c interpolated at 200: 4 + 4 * 150 / 200
+    # c interpolated at 200: 4 + 4 * 150 / 200
+    assert curves["x"]["series"]["eval/return"][1].tolist() == [2.0, 4.0, 7.0]
     refs = plot.references(curves["x"]["info"], [], str(reference))
     assert refs["bayes"]["return"] == 9.0 and refs["bayes"]["episode_returns"] == [2.0, 3.0, 4.0]
     assert "random" not in refs  # its N does not match
     out = str(tmp_path / "fig.png")
-    assert plot.main([str(tmp_path / d) for d in "abc"] + ["--labels=x,y,x", f"--out={out}", f"--reference={reference}"]) == 0
+    flags = ["--labels=x,y,x", f"--out={out}", f"--reference={reference}"]
+    assert plot.main([str(tmp_path / d) for d in "abc"] + flags) == 0
     assert os.path.getsize(out) > 5000
     with pytest.raises(SystemExit):
         plot.main([str(tmp_path / "a"), "--labels=x,y", f"--out={out}"])

@@ -151,7 +151,8 @@ def test_termination_in_last_episode_ends_with_terminal_then_padding():
     np.testing.assert_array_equal(first, np.tile((t == 0) | (t > end), (3, 1)))
     np.testing.assert_allclose(episodes["action"][..., 0], np.tile(np.where(t <= end, actions, 0.0), (3, 1)), rtol=1e-6)
     # padding repeats the last observation and time
-    np.testing.assert_allclose(episodes["obs"]["obs"][:, end:], np.repeat(episodes["obs"]["obs"][:, end : end + 1], T + 1 - end, 1))
+    last = episodes["obs"]["obs"][:, end : end + 1]
+    np.testing.assert_allclose(episodes["obs"]["obs"][:, end:], np.repeat(last, T + 1 - end, 1))
     np.testing.assert_allclose(episodes["obs"]["time"][:, end:], end / T)
     np.testing.assert_array_equal(stats["steps"], [end] * 3)
     np.testing.assert_allclose(stats["return"], reward.sum(1), rtol=1e-5)
@@ -197,7 +198,8 @@ def test_point_robot_rewards_match_env_and_replay_spec():
                 prev = np.asarray(episodes["obs"]["obs"][i, t - 1]) + 0.1 * actions[i, t]
             else:
                 prev = pos
-                np.testing.assert_allclose(pos, np.asarray(episodes["obs"]["obs"][i, t - 1]) + 0.1 * actions[i, t], atol=1e-6)
+                moved = np.asarray(episodes["obs"]["obs"][i, t - 1]) + 0.1 * actions[i, t]
+                np.testing.assert_allclose(pos, moved, atol=1e-6)
             d = np.linalg.norm(prev - goal)
             np.testing.assert_allclose(episodes["obs"]["reward"][i, t], 1 - d if d <= 0.2 else 0.0, atol=1e-6)
     np.testing.assert_allclose(stats["return"], np.asarray(episodes["obs"]["reward"]).sum(1), rtol=1e-5)

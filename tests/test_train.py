@@ -271,10 +271,13 @@ def test_reference_file_reader(tmp_path):
     from mamba_jax import evaluate as ev
 
     path = tmp_path / "ref.json"
-    path.write_text(json.dumps({"point_robot": {"bayes": {"return_mean": 200.0, "episode_return_means": [50.0, 70.0, 80.0]}},
-                                "escape_room": {"bayes": {"return": 3.0, "num_episodes": 2, "episode_length": 60}}}))
+    path.write_text(json.dumps({
+        "point_robot": {"bayes": {"return_mean": 200.0, "episode_return_means": [50.0, 70.0, 80.0]}},
+        "escape_room": {"bayes": {"return": 3.0, "num_episodes": 2, "episode_length": 60}},
+    }))
     env, params = envs.make("point_robot")
-    assert ev.reference_returns("point_robot", env, params, str(path), compute=False)["episode_returns"] == [50.0, 70.0, 80.0]
+    found = ev.reference_returns("point_robot", env, params, str(path), compute=False)
+    assert found["episode_returns"] == [50.0, 70.0, 80.0]
     env, params = envs.make("point_robot", num_episodes=2, episode_length=10)  # not the file's 3 x 100
     assert ev.reference_returns("point_robot", env, params, str(path), compute=False) is None
     env, params = envs.make("escape_room")
