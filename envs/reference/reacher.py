@@ -2,8 +2,8 @@
 
 `oracle_policy(params)` drives the fingertip to each goal in turn with joint-space PD control
 towards whichever of the goal's two inverse-kinematics solutions is fewer radians away, and
-stays on the last goal. It reads only the
-state observation (fingertip xy, joint velocities) and the task; joint angles are recovered
+stays on the last goal. On `reacher` it reads only the state observation (fingertip xy, joint
+velocities) and the task; joint angles are recovered
 from the fingertip by inverse kinematics, whose elbow-up / elbow-down ambiguity is settled from
 two consecutive observations (MuJoCo's Euler step moves the joints by exactly dt * qvel_new, so
 only the right branch maps back onto the previous fingertip). It mirrors the env's goal
@@ -76,7 +76,7 @@ def _pd_action(q: jax.Array, qvel: jax.Array, goal: jax.Array) -> jax.Array:
 
 
 def oracle_policy(params) -> ReferencePolicy:
-    """The goal-knowing oracle for `reacher` (params: the MetaParams of `envs.make`)."""
+    """The goal-knowing oracle for `reacher` / `reacher_pixels` (params: `envs.make`'s MetaParams)."""
     env_params = params.env_params
     if env_params.pixels:
         return _pixel_oracle(params)
