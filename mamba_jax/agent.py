@@ -80,8 +80,10 @@ def _behavior(config, action_dim, discrete) -> Behavior:
 
 
 def _optimisers(config: Config) -> dict:
+    # optax.flatten: Adam on one concatenated vector is elementwise-identical to per-leaf Adam and
+    # compiles ~3x faster on CPU (measured 0.72 s vs 1.95 s for the debug world model's optimiser).
     def make(lr, eps, clip):
-        return optax.chain(optax.clip_by_global_norm(clip), optax.adam(lr, eps=eps))
+        return optax.flatten(optax.chain(optax.clip_by_global_norm(clip), optax.adam(lr, eps=eps)))
 
     return {
         "wm": make(config.wm_lr, config.wm_eps, config.wm_clip),
