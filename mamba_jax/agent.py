@@ -22,6 +22,7 @@ import functools
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from flax import struct
 from gymnax.environments import spaces
@@ -121,8 +122,8 @@ def init(key: jax.Array, config: Config, obs_space, action_space) -> AgentState:
         if len(action_space.shape) != 1:
             raise ValueError(f"continuous action space must be a vector; got shape {action_space.shape}")
         action_dim = int(action_space.shape[0])
-        low = tuple(float(x) for x in jnp.broadcast_to(action_space.low, action_space.shape))
-        high = tuple(float(x) for x in jnp.broadcast_to(action_space.high, action_space.shape))
+        low = tuple(float(x) for x in np.broadcast_to(np.asarray(action_space.low), action_space.shape))
+        high = tuple(float(x) for x in np.broadcast_to(np.asarray(action_space.high), action_space.shape))
     else:
         raise ValueError(f"action_space must be gymnax spaces.Box or spaces.Discrete, got {type(action_space).__name__}")
     wm = _world_model(config, spec, action_dim)

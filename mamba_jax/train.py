@@ -157,8 +157,7 @@ def make_train(config, env, env_params, chunk_iterations: int = 1, agent=None, m
 
     def init(key: jax.Array) -> TrainState:
         key_agent, key_prefill, key_reset, key_run, key_eval = jax.random.split(key, 5)
-        with jax.ensure_compile_time_eval():  # static layout (e.g. action bounds) stays concrete under jit
-            agent_state = agent.init(key_agent, config, obs_space, action_space)
+        agent_state = agent.init(key_agent, config, obs_space, action_space)
         episodes, stats = ro.rollout(
             env,
             env_params,
