@@ -29,6 +29,16 @@ from mamba_jax import dists
 from mamba_jax.nets import NormAct, dense
 
 
+def clamp_action(action: jax.Array) -> jax.Array:
+    """Clamps actions entering the RSSM to [-1, 1] elementwise, keeping a gradient.
+
+    Forward value = clip(a, -1, 1); computed as a * sg(1 / max(1, |a|)) as in DreamerV3 and the
+    reference code, so a sampled component beyond the bounds still passes a (scaled) gradient
+    to the actor, where a plain clip would pass none.
+    """
+    return action * jax.lax.stop_gradient(1.0 / jnp.maximum(1.0, jnp.abs(action)))
+
+
 class RSSM(nn.Module):
     deter: int = 512
     hidden: int = 64
@@ -71,7 +81,7 @@ class RSSM(nn.Module):
 
     def _deter_step(self, state, action):
         stoch = state["stoch"].reshape(state["stoch"].shape[:-2] + (-1,))
-        action = jnp.clip(action, -1.0, 1.0)
+        action = clamp_action(action)
         x = self.img_in_norm(self.img_in(jnp.concatenate([stoch, action], -1)))
         return self._gru(x, state["deter"])
 

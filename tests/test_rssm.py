@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from mamba_jax import dists
-from mamba_jax.rssm import RSSM, feature, imagine, initial_state, observe
+from mamba_jax.rssm import RSSM, clamp_action, feature, imagine, initial_state, observe
 
 B, T, E, A = 3, 7, 5, 2
 RSSM_SMALL = RSSM(deter=12, hidden=6, stoch=3, classes=4, unimix=0.01)
@@ -96,3 +96,11 @@ def test_imagine_shapes(setup):
     assert states["deter"].shape == (B, 5, 12) and actions.shape == (B, 4, A)
     np.testing.assert_allclose(states["deter"][:, 0], start["deter"])
     np.testing.assert_allclose(actions[:, 1], jnp.tanh(states["deter"][:, 1, :A]), rtol=1e-6)
+
+
+def test_clamp_action_value_is_clip_and_gradient_flows_beyond_bounds():
+    """Forward: clip to [-1, 1]; backward: 1 inside, 1/|a| outside (DreamerV3's sg-scaled clamp)."""
+    a = jnp.array([2.0, -0.5, -4.0, 1.0])
+    np.testing.assert_allclose(clamp_action(a), [1.0, -0.5, -1.0, 1.0], rtol=0, atol=0)
+    grad = jax.grad(lambda x: jnp.sum(clamp_action(x)))(a)
+    np.testing.assert_allclose(grad, [0.5, 1.0, 0.25, 1.0], rtol=1e-6)
