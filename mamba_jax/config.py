@@ -267,8 +267,8 @@ PRESETS: dict[str, Config] = {
     "humanoid_dir": _preset("humanoid_dir", "humanoid_dir", 2, 200, 15e6, 0.03, 10, 50, 7.5e6, 2, _LARGE_LR),
     # Point robot with networks small enough for a 2-core CPU (same env and protocol).
     "point_robot_cpu": _preset(
-        "point_robot_cpu", "point_robot", 3, 100, 1e6, 0.01, 2, 300, 0, 2, _SMALL_LR,
-        units=64, deter=64, hidden=32, stoch=8, classes=8, head_units=64,
+        "point_robot_cpu", "point_robot", 3, 100, 1e6, 0.04, 2, 300, 0, 2, _SMALL_LR,
+        units=64, deter=64, hidden=32, stoch=8, classes=8, head_units=128,
         recon_subsample=32, imag_starts_per_seq=16,
     ),
     # Tiny networks and a short meta-episode with a ramp, for tests: compiles in seconds.
