@@ -1,0 +1,220 @@
+"""Where the time of one agent update goes: times and FLOP-counts its pieces separately.
+
+    python -m experiments.profile_update                        # point_robot (B=16, T=300, 8192 starts x H_im 2)
+    python -m experiments.profile_update --preset=point_robot_cpu --reps=3
+
+Each piece is the agent's own function (mamba_jax.agent / world_model / behavior / rssm), jitted
+on its own, timed as the median of `--reps` calls after a warm-up (block_until_ready), and
+FLOP-counted by XLA (`jit(f).lower(...).compile().cost_analysis()`). The pieces:
+
+    wm_observe_fwd    encoder + RSSM posterior scan over the T + 1 entries (forward only)
+    wm_loss_fwd       world-model loss forward (observe + KL + decoder/reward/cont heads)
+    wm_loss_grad      value_and_grad of the world-model loss (what the update runs)
+    wm_opt_step       clip_by_global_norm + Adam on the world model's parameters
+    imagine_fwd       the imagination rollout alone (N starts x H_im prior steps + actor samples)
+    actor_loss_fwd    actor loss forward (imagination + reward/cont/critic heads + returns)
+    actor_loss_grad   value_and_grad of the actor loss (what the update runs)
+    critic_loss_grad  value_and_grad of the critic loss
+    full_update       agent._update_length for the bucket (the whole update, one executable)
+
+The sum of wm_loss_grad + wm_opt_step + actor_loss_grad + critic_loss_grad (+ two small
+optimiser steps) is close to full_update; the rest is what XLA fuses or overlaps in one
+executable. For each piece it reports seconds, GFLOP, GFLOP/s and the fraction of the float32
+2048^3 matmul rate measured in the same run, plus the rate of matmuls with the shapes the
+update's batched layers use ([8192, 768] x [768, 512] etc.) as a realistic ceiling.
+Writes results/profile_update.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pathlib
+import platform
+import statistics
+import time
+
+import jax
+import jax.numpy as jnp
+
+import mamba_jax as mj
+from experiments.bench_update import flops_of, matmul_flop_per_second, random_batch, spaces_for
+from mamba_jax import agent as agent_lib
+from mamba_jax import config as cfg
+from mamba_jax.behavior import actor_loss, critic_loss
+from mamba_jax.rssm import feature, imagine, observe
+from mamba_jax.world_model import gather_time, sample_times, wm_loss
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+def time_piece(name, fn, args, reps):
+    """(record, output) for jit(fn)(*args): compile seconds, median seconds, XLA flops."""
+    t = time.perf_counter()
+    compiled = jax.jit(fn).lower(*args).compile()
+    compile_s = time.perf_counter() - t
+    out = jax.block_until_ready(compiled(*args))
+    times = []
+    for _ in range(reps):
+        t = time.perf_counter()
+        jax.block_until_ready(compiled(*args))
+        times.append(time.perf_counter() - t)
+    rec = {"piece": name, "seconds": statistics.median(times), "min_seconds": min(times),
+           "flop": flops_of(compiled), "compile_seconds": compile_s}
+    return rec, out
+
+
+def matmul_rate(m, k, n, reps=10):
+    a = jax.random.normal(jax.random.PRNGKey(0), (m, k))
+    b = jax.random.normal(jax.random.PRNGKey(1), (k, n))
+    f = jax.jit(lambda x, y: x @ y)
+    jax.block_until_ready(f(a, b))
+    times = []
+    for _ in range(reps):
+        t = time.perf_counter()
+        jax.block_until_ready(f(a, b))
+        times.append(time.perf_counter() - t)
+    return 2.0 * m * k * n / statistics.median(times)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--preset", default="point_robot")
+    parser.add_argument("--reps", type=int, default=5)
+    parser.add_argument("--out", default=str(ROOT / "results" / "profile_update.json"))
+    args = parser.parse_args()
+
+    config = mj.get_config(args.preset)
+    obs_space, action_space = spaces_for(config)
+    state = mj.init(jax.random.PRNGKey(0), config, obs_space, action_space)
+    batch = random_batch(jax.random.PRNGKey(1), config, state)
+    length = cfg.horizon_buckets(config)[-1]
+    h = jnp.int32(length)
+    batch = jax.tree.map(lambda x: x[:, : length + 1], batch)
+    wm, beh, c = state.world_model, state.behavior, config
+    tx = agent_lib._optimisers(c)
+    p = state.params
+    key = jax.random.PRNGKey(2)
+
+    load_start = os.getloadavg()
+    mm = matmul_flop_per_second()
+    feat_size = c.deter + c.stoch * c.classes
+    n_starts = c.batch_size * c.imag_starts_per_seq
+    shapes = {f"{n_starts}x{feat_size}x{c.head_units}": (n_starts, feat_size, c.head_units),
+              f"{n_starts}x{c.deter}x{c.units}": (n_starts, c.deter, c.units),
+              f"{n_starts}x{c.units}x{3 * c.deter}": (n_starts, c.units, 3 * c.deter),
+              f"{c.batch_size}x{c.units}x{3 * c.deter}": (c.batch_size, c.units, 3 * c.deter)}
+    shape_rates = {k: matmul_rate(*v) / 1e9 for k, v in shapes.items()}
+    print(f"matmul 2048^3: {mm / 1e9:.1f} GFLOP/s; layer-shaped matmuls (GFLOP/s): "
+          + ", ".join(f"{k}: {v:.1f}" for k, v in shape_rates.items()), flush=True)
+
+    records = []
+
+    def run(name, fn, *a):
+        rec, out = time_piece(name, fn, a, args.reps)
+        rec["gflop_per_s"] = rec["flop"] / rec["seconds"] / 1e9
+        rec["fraction_of_matmul"] = rec["flop"] / rec["seconds"] / mm
+        records.append(rec)
+        print(f"{name:18s} {rec['seconds']:8.4f} s  {rec['flop'] / 1e9:8.2f} GFLOP  "
+              f"{rec['gflop_per_s']:7.1f} GFLOP/s  {rec['fraction_of_matmul']:.3f} of matmul", flush=True)
+        return out
+
+    # world model
+    def wm_observe(params, batch, key):
+        embed = wm.embed(params, batch["obs"])
+        post, prior = observe(wm.rssm, params["rssm"], embed, batch["action"], batch["is_first"], key)
+        return post["deter"].sum() + prior["logits"].sum()
+
+    run("wm_observe_fwd", wm_observe, p["wm"], batch, key)
+    run("wm_loss_fwd", lambda params, b, k: wm_loss(wm, params, b, k, h, c)[0], p["wm"], batch, key)
+    grad_fn = jax.value_and_grad(wm_loss, argnums=1, has_aux=True)
+    (_, (_, post)), g_wm = run("wm_loss_grad", lambda params, b, k: grad_fn(wm, params, b, k, h, c),
+                               p["wm"], batch, key)
+
+    def opt_step(name):
+        def f(g, o, params):
+            upd, o = tx[name].update(g, o, params)
+            return jax.tree.map(lambda a, b: a + b, params, upd), o
+        return f
+
+    wm_params, _ = run("wm_opt_step", opt_step("wm"), g_wm, state.opt_state["wm"], p["wm"])
+
+    # imagination starts as the update builds them
+    B = c.batch_size
+    idx, weight = sample_times(jax.random.PRNGKey(3), h, B, length, c.imag_starts_per_seq)
+    start = jax.tree.map(lambda x: x.reshape((-1,) + x.shape[2:]), gather_time(post, idx))
+    start_weight = weight.reshape(-1)
+
+    def imag(actor_params, wm_params, start, key):
+        def policy_fn(s, k):
+            return beh.sample(actor_params, jax.lax.stop_gradient(feature(s)), k)
+        states, actions = imagine(wm.rssm, wm_params["rssm"], start, policy_fn, key, c.imag_horizon)
+        return feature(states).sum() + actions.sum()
+
+    run("imagine_fwd", imag, p["actor"], wm_params, start, key)
+    a_args = (p["actor"], wm_params, p["critic"], start, start_weight, state.retnorm, key)
+    run("actor_loss_fwd", lambda ap, wp, cp, s, sw, n, k: actor_loss(ap, beh, wm, wp, cp, s, sw, n, k)[0], *a_args)
+    a_grad = jax.value_and_grad(actor_loss, has_aux=True)
+    (_, (traj, _, _)), g_actor = run(
+        "actor_loss_grad", lambda ap, wp, cp, s, sw, n, k: a_grad(ap, beh, wm, wp, cp, s, sw, n, k), *a_args)
+    run("actor_opt_step", opt_step("actor"), g_actor, state.opt_state["actor"], p["actor"])
+    c_grad = jax.value_and_grad(critic_loss, has_aux=True)
+    _, g_critic = run("critic_loss_grad", lambda cp, sp, t, sw: c_grad(cp, beh, sp, t, sw),
+                      p["critic"], p["slow_critic"], traj, start_weight)
+    run("critic_opt_step", opt_step("critic"), g_critic, state.opt_state["critic"], p["critic"])
+    run("full_update", lambda s, b, k, hh: agent_lib._update_length(s, b, k, hh, length=length)[1],
+        state, batch, key, h)
+
+    # XLA's cost analysis counts a while loop's body once, not times its trip count (checked:
+    # a 300-step lax.scan of a [16,512]x[512,512] matmul is counted as one matmul). So add the
+    # missing steps of the two scans, measured on one step. A gradient is counted as 3x its forward
+    # for the world model (forward + input and weight gradients) and 2x for the imagination in the
+    # actor loss (the RSSM weights are not differentiated there: no weight gradients), estimates.
+    from mamba_jax.rssm import RSSM
+
+    s0 = jax.tree.map(lambda x: x[:, 0], post)
+    emb = wm.embed(p["wm"], jax.tree.map(lambda x: x[:, 0], batch["obs"]))
+    step_obs = flops_of(jax.jit(lambda pr, s, a, e, f, k: wm.rssm.apply(pr, s, a, e, f, k, method=RSSM.obs_step))
+                        .lower(p["wm"]["rssm"], s0, batch["action"][:, 0], emb, batch["is_first"][:, 0], key).compile())
+
+    def img_one(ap, pr, s, k):
+        a = beh.sample(ap, feature(s), k)
+        return wm.rssm.apply(pr, s, a, k, method=RSSM.img_step)
+
+    step_img = flops_of(jax.jit(img_one).lower(p["actor"], wm_params["rssm"], start, key).compile())
+    missing = {"wm_observe_fwd": length * step_obs, "wm_loss_fwd": length * step_obs,
+               "wm_loss_grad": 3 * length * step_obs, "imagine_fwd": (c.imag_horizon - 1) * step_img,
+               "actor_loss_fwd": (c.imag_horizon - 1) * step_img, "actor_loss_grad": 2 * (c.imag_horizon - 1) * step_img}
+    missing["full_update"] = missing["wm_loss_grad"] + missing["actor_loss_grad"]
+    for r in records:
+        r["flop_scan_corrected"] = r["flop"] + missing.get(r["piece"], 0.0)
+        r["fraction_of_matmul_scan_corrected"] = r["flop_scan_corrected"] / r["seconds"] / mm
+    print(f"one obs_step (B={B}): {step_obs / 1e9:.3f} GFLOP, one imagination step (N={n_starts}): "
+          f"{step_img / 1e9:.2f} GFLOP; scan-corrected fractions: "
+          + ", ".join(f"{r['piece']}: {r['fraction_of_matmul_scan_corrected']:.3f}" for r in records), flush=True)
+
+    by = {r["piece"]: r for r in records}
+    parts = ["wm_loss_grad", "wm_opt_step", "actor_loss_grad", "actor_opt_step", "critic_loss_grad", "critic_opt_step"]
+    sum_parts = sum(by[k]["seconds"] for k in parts)
+    full = by["full_update"]["seconds"]
+    share = {k: by[k]["seconds"] / sum_parts for k in parts}
+    print("share of the summed pieces: " + ", ".join(f"{k}: {v:.2f}" for k, v in share.items()))
+    print(f"sum of pieces {sum_parts:.3f} s vs full update {full:.3f} s")
+    record = {
+        "command": f"python -m experiments.profile_update --preset={args.preset} --reps={args.reps}",
+        "preset": args.preset, "batch_size": B, "T": c.meta_length, "bucket_length": length,
+        "imag_starts": n_starts, "imag_horizon": c.imag_horizon,
+        "device": str(jax.devices()[0]), "platform": platform.platform(), "cpu_count": os.cpu_count(),
+        "jax": jax.__version__, "load_average_at_end": os.getloadavg(),
+        "matmul_2048_gflop_per_s": mm / 1e9, "layer_shaped_matmul_gflop_per_s": shape_rates,
+        "load_average_at_start": load_start, "obs_step_flop": step_obs, "imag_step_flop": step_img,
+        "pieces": records, "sum_of_update_pieces_seconds": sum_parts, "share_of_summed_pieces": share,
+    }
+    pathlib.Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    pathlib.Path(args.out).write_text(json.dumps(record, indent=2) + "\n")
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
