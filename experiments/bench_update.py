@@ -85,9 +85,10 @@ def flops_of(compiled) -> float:
     return float(cost.get("flops", float("nan"))) if cost else float("nan")
 
 
-def matmul_flop_per_second(n: int = 2048, reps: int = 10) -> float:
-    a = jax.random.normal(jax.random.PRNGKey(0), (n, n))
-    b = jax.random.normal(jax.random.PRNGKey(1), (n, n))
+def matmul_rate(m: int, k: int, n: int, reps: int = 10) -> float:
+    """FLOP/s of a jitted float32 [m, k] x [k, n] matmul (median of `reps` calls after a warm-up)."""
+    a = jax.random.normal(jax.random.PRNGKey(0), (m, k))
+    b = jax.random.normal(jax.random.PRNGKey(1), (k, n))
     f = jax.jit(lambda x, y: x @ y)
     jax.block_until_ready(f(a, b))
     times = []
@@ -95,7 +96,12 @@ def matmul_flop_per_second(n: int = 2048, reps: int = 10) -> float:
         t = time.perf_counter()
         jax.block_until_ready(f(a, b))
         times.append(time.perf_counter() - t)
-    return 2.0 * n**3 / statistics.median(times)
+    return 2.0 * m * k * n / statistics.median(times)
+
+
+def matmul_flop_per_second(n: int = 2048, reps: int = 10) -> float:
+    """FLOP/s of a large square float32 matmul: the reference rate updates are compared with."""
+    return matmul_rate(n, n, n, reps)
 
 
 def bench_case(config: mj.Config, horizon: int, reps: int) -> dict:

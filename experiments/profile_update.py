@@ -39,7 +39,7 @@ import jax
 import jax.numpy as jnp
 
 import mamba_jax as mj
-from experiments.bench_update import flops_of, matmul_flop_per_second, random_batch, spaces_for
+from experiments.bench_update import flops_of, matmul_flop_per_second, matmul_rate, random_batch, spaces_for
 from mamba_jax import agent as agent_lib
 from mamba_jax import config as cfg
 from mamba_jax.behavior import actor_loss, critic_loss
@@ -63,19 +63,6 @@ def time_piece(name, fn, args, reps):
     rec = {"piece": name, "seconds": statistics.median(times), "min_seconds": min(times),
            "flop": flops_of(compiled), "compile_seconds": compile_s}
     return rec, out
-
-
-def matmul_rate(m, k, n, reps=10):
-    a = jax.random.normal(jax.random.PRNGKey(0), (m, k))
-    b = jax.random.normal(jax.random.PRNGKey(1), (k, n))
-    f = jax.jit(lambda x, y: x @ y)
-    jax.block_until_ready(f(a, b))
-    times = []
-    for _ in range(reps):
-        t = time.perf_counter()
-        jax.block_until_ready(f(a, b))
-        times.append(time.perf_counter() - t)
-    return 2.0 * m * k * n / statistics.median(times)
 
 
 def main():
