@@ -54,21 +54,25 @@ POLICY_MODULES: dict[str, str] = {
 POLICY_NAMES: tuple[str, ...] = ("random", "oracle", "bayes")
 
 
-def random_policy(env, params) -> ReferencePolicy:
-    """Uniform over the env's action space (Discrete: uniform integers; Box: uniform in [low, high])."""
-    space = env.action_space(params)
-    if not isinstance(space, (spaces.Discrete, spaces.Box)):
-        raise ValueError(f"random_policy supports Discrete and Box action spaces, got {space!r}")
+def memoryless_policy(action_fn: Callable[[jax.Array, dict, Any, Any], jax.Array]) -> ReferencePolicy:
+    """A policy without memory: `action_fn(key, obs, task, params) -> action`; its pstate is ()."""
 
     def init(key, params):
         del key, params
         return ()
 
     def act(key, pstate, obs, task, params):
-        del obs, task, params
-        return space.sample(key), pstate
+        return action_fn(key, obs, task, params), pstate
 
     return ReferencePolicy(init, act)
+
+
+def random_policy(env, params) -> ReferencePolicy:
+    """Uniform over the env's action space (Discrete: uniform integers; Box: uniform in [low, high])."""
+    space = env.action_space(params)
+    if not isinstance(space, (spaces.Discrete, spaces.Box)):
+        raise ValueError(f"random_policy supports Discrete and Box action spaces, got {space!r}")
+    return memoryless_policy(lambda key, obs, task, params: space.sample(key))
 
 
 def available_policies(env_name: str) -> tuple[str, ...]:
@@ -166,6 +170,7 @@ __all__ = [
     "ReferencePolicy",
     "POLICY_MODULES",
     "POLICY_NAMES",
+    "memoryless_policy",
     "random_policy",
     "available_policies",
     "get_policy",

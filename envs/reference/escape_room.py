@@ -30,7 +30,7 @@ import jax
 import jax.numpy as jnp
 
 from envs.escape_room import wall_crossing, wrap_angle
-from envs.reference import ReferencePolicy
+from envs.reference import ReferencePolicy, memoryless_policy
 from envs.reference.point_robot import episode_start, step_index, toward
 
 _SWEEP_AHEAD = 0.12  # rad: the sweep aims this far ahead along the wall ...
@@ -70,16 +70,12 @@ def go_out(pos: jax.Array, door: jax.Array, hw: jax.Array, params) -> jax.Array:
 def oracle_policy(params) -> ReferencePolicy:
     """Straight out through the true door (`task`, the door angle) and stay outside."""
 
-    def init(key, params):
-        del key, params
-        return ()
-
-    def act(key, pstate, obs, task, params):
+    def action(key, obs, task, params):
         del key
         p = params.env_params
-        return go_out(obs["obs"], task, p.door_half_width, p), pstate
+        return go_out(obs["obs"], task, p.door_half_width, p)
 
-    return ReferencePolicy(init, act)
+    return memoryless_policy(action)
 
 
 class EscapeBayesState(NamedTuple):

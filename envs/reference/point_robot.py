@@ -23,7 +23,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from envs.reference import ReferencePolicy
+from envs.reference import ReferencePolicy, memoryless_policy
 
 
 def toward(pos: jax.Array, target: jax.Array, step_size, action_bound) -> jax.Array:
@@ -51,16 +51,12 @@ def episode_start(obs: dict, params) -> jax.Array:
 def oracle_policy(params) -> ReferencePolicy:
     """Straight to the goal `task` [2] and stay."""
 
-    def init(key, params):
-        del key, params
-        return ()
-
-    def act(key, pstate, obs, task, params):
+    def action(key, obs, task, params):
         del key
         p = params.env_params
-        return toward(obs["obs"], task, p.step_size, p.action_bound), pstate
+        return toward(obs["obs"], task, p.step_size, p.action_bound)
 
-    return ReferencePolicy(init, act)
+    return memoryless_policy(action)
 
 
 class PointBayesState(NamedTuple):
