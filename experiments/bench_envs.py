@@ -41,6 +41,7 @@ import jax.numpy as jnp
 from gymnax.environments import spaces
 
 import envs
+from experiments import check_choices
 
 MUJOCO_ENVS = ("reacher", "reacher_pixels", "humanoid_dir")
 
@@ -98,8 +99,7 @@ def make_rollout(env, params, width: int, meta_episodes: int, mode: str = "step_
     """A jitted `run(key) -> scalar` stepping W envs through `meta_episodes` meta-episodes.
 
     Returns (run, number of steps per env per call)."""
-    if mode not in MODES:
-        raise ValueError(f"unknown mode {mode!r}; allowed: {', '.join(MODES)}")
+    check_choices("mode", [mode], MODES)
     steps = params.num_episodes * params.episode_length
     space = env.action_space(params)
     reset = jax.vmap(env.reset, in_axes=(0, None))
@@ -188,12 +188,8 @@ def bench(
      "numpy_point_robot": {"kind", "widths": {W: {"steps_per_s", "call_s"}}},
      "ratio_jax_over_numpy_point_robot": {W: ratio}}   (JAX in mode step_env)
     """
-    for name in env_names:
-        if name not in envs.NAMES:
-            raise ValueError(f"unknown env {name!r}; allowed: {', '.join(envs.NAMES)}")
-    for mode in modes:
-        if mode not in MODES:
-            raise ValueError(f"unknown mode {mode!r}; allowed: {', '.join(MODES)}")
+    check_choices("env", env_names, envs.NAMES)
+    check_choices("mode", modes, MODES)
     out = {
         "device": str(jax.devices()[0].device_kind),
         "platform": platform.platform(),

@@ -27,6 +27,7 @@ import jax
 
 import envs
 from envs.reference import POLICY_NAMES, evaluate_policy, get_policy
+from experiments import check_choices
 
 FLAGS = flags.FLAGS
 
@@ -79,12 +80,8 @@ def reference_returns(
     env_names, policy_names, num_tasks: int, seed: int, chunk: int, log=print
 ) -> dict:
     """{env: {policy: summary}} for every env / policy that exists; skips the others with a note."""
-    for name in env_names:
-        if name not in envs.NAMES:
-            raise ValueError(f"unknown env {name!r}; allowed: {', '.join(envs.NAMES)}")
-    for name in policy_names:
-        if name not in POLICY_NAMES:
-            raise ValueError(f"unknown policy {name!r}; allowed: {', '.join(POLICY_NAMES)}")
+    check_choices("env", env_names, envs.NAMES)
+    check_choices("policy", policy_names, POLICY_NAMES)
     out = {}
     for env_name in env_names:
         try:
