@@ -1,7 +1,7 @@
 """Actor, critic, imagination, lambda-returns and the return normaliser (spec section 3).
 
 Time convention for an imagined trajectory of states s_0..s_H ([N, H + 1]):
-r_t = reward-head mean at s_t (the reward of the transition into s_t), c_t = continue
+r_t = reward-head mean at s_t (the reward of the transition into s_t; r_0 is unused and not computed), c_t = continue
 probability at s_t, d_t = gamma * c_t, v_t = critic mean at s_t. Then
 
     R_H = v_H,   R_t = r_{t+1} + d_{t+1} * ((1 - lam) * v_{t+1} + lam * R_{t+1})     (t < H)
@@ -126,7 +126,10 @@ class Behavior:
     # -------------------------------------------------------------- actor distribution helpers
     def sample(self, actor_params, feat, key):
         """Action in model format [..., A]: reparameterised Normal sample (continuous) or one-hot (discrete)."""
-        out = self.actor.apply(actor_params, feat)
+        return self.sample_from(self.actor.apply(actor_params, feat), key)
+
+    def sample_from(self, out, key):
+        """Action sampled from the actor's output `out` (logits, or the (mu, rho) pair)."""
         if self.discrete:
             idx = jax.random.categorical(key, out, -1)
             return jax.nn.one_hot(idx, self.actor.action_dim, dtype=jnp.float32)
@@ -140,7 +143,10 @@ class Behavior:
         return jnp.tanh(out[0])
 
     def log_prob_entropy(self, actor_params, feat, action):
-        out = self.actor.apply(actor_params, feat)
+        return self.log_prob_entropy_from(self.actor.apply(actor_params, feat), action)
+
+    def log_prob_entropy_from(self, out, action):
+        """(log pi(action), entropy) of the actor's output `out`."""
         if self.discrete:
             return dists.categorical_log_prob(out, action), dists.categorical_entropy(out)
         c = self.config
@@ -162,12 +168,15 @@ def actor_loss(actor_params, beh: Behavior, wm: WorldModel, wm_params, critic_pa
     bins = dists.bins(c.bins, c.bin_low, c.bin_high)
 
     def policy_fn(state, k):
-        a = beh.sample(actor_params, sg(feature(state)), k)
-        return sg(a) if beh.discrete else a
+        out = beh.actor.apply(actor_params, sg(feature(state)))  # kept for log-prob / entropy below
+        a = beh.sample_from(out, k)
+        return (sg(a) if beh.discrete else a), out
 
-    states, actions = imagine(wm.rssm, wm_params["rssm"], start, policy_fn, key, c.imag_horizon)
+    states, actions, actor_out = imagine(wm.rssm, wm_params["rssm"], start, policy_fn, key, c.imag_horizon,
+                                         with_aux=True)
     feat = feature(states)  # [N, H+1, F]
-    rewards = wm.reward_mean(wm_params, feat, bins)
+    # r_0 (the reward into the start state) is not used by the returns: evaluate the head on s_1..s_H.
+    rewards = jnp.pad(wm.reward_mean(wm_params, feat[:, 1:], bins), ((0, 0), (1, 0)))
     discounts = c.gamma * wm.cont_prob(wm_params, feat)
     values = beh.value(critic_params, feat, bins)
     rets = lambda_returns(rewards, discounts, values, c.lam)  # [N, H]
@@ -175,7 +184,7 @@ def actor_loss(actor_params, beh: Behavior, wm: WorldModel, wm_params, critic_pa
     weights = return_weights(discounts)[:, :H] * start_weight[:, None]
     new_norm, scale = retnorm_update(norm, rets, c, jnp.broadcast_to(start_weight[:, None], rets.shape))
     adv = (rets - values[:, :H]) / scale
-    logp, ent = beh.log_prob_entropy(actor_params, sg(feat[:, :H]), sg(actions))
+    logp, ent = beh.log_prob_entropy_from(actor_out, sg(actions))  # the actor's outputs at sg(s_0..s_{H-1})
     objective = logp * sg(adv) if beh.discrete else adv
     denom = jnp.maximum(jnp.sum(start_weight) * H, 1.0)
     loss = -jnp.sum(weights * (objective + c.entropy_scale * ent)) / denom

@@ -156,22 +156,26 @@ def observe(rssm: RSSM, params, embed, action, is_first, key, state=None):
     return jax.tree.map(swap, post), jax.tree.map(swap, prior)
 
 
-def imagine(rssm: RSSM, params, start: dict, policy_fn, key, horizon: int):
+def imagine(rssm: RSSM, params, start: dict, policy_fn, key, horizon: int, with_aux: bool = False):
     """Rolls the prior forward from `start` (batch [N]) for `horizon` steps.
 
     `policy_fn(state, key) -> action [N, A]` picks a_t from s_t. Returns (states, actions):
     states with leaves [N, horizon + 1, ...] (s_0 = start, ..., s_H) and actions [N, horizon, A]
-    (a_t taken in s_t, t < H).
+    (a_t taken in s_t, t < H). With `with_aux=True`, `policy_fn` returns (action, aux) and the
+    result is (states, actions, aux) with aux leaves [N, horizon, ...] (e.g. the actor's
+    distribution parameters, so the loss need not apply the actor a second time).
     """
     keys = jax.random.split(key, horizon)
 
     def step(state, k):
         ka, ks = jax.random.split(k)
-        action = policy_fn(state, ka)
+        out = policy_fn(state, ka)
+        action, aux = out if with_aux else (out, ())
         nxt = rssm.apply(params, state, action, ks, method=RSSM.img_step)
-        return nxt, (nxt, action)
+        return nxt, (nxt, action, aux)
 
-    _, (states, actions) = jax.lax.scan(step, start, keys)
+    _, (states, actions, aux) = jax.lax.scan(step, start, keys)
     states = jax.tree.map(lambda x0, xs: jnp.concatenate([x0[None], xs], 0), start, states)
     swap = lambda x: jnp.swapaxes(x, 0, 1)
-    return jax.tree.map(swap, states), swap(actions)
+    states, actions = jax.tree.map(swap, states), swap(actions)
+    return (states, actions, jax.tree.map(swap, aux)) if with_aux else (states, actions)
