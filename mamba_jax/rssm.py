@@ -66,8 +66,9 @@ class RSSM(nn.Module):
         logits = self.img_logits(x).reshape(deter.shape[:-1] + (self.stoch, self.classes))
         return dists.unimix_logits(logits, self.unimix)
 
-    def _post_logits(self, deter, embed):
-        x = self.obs_out_norm(self.obs_out(jnp.concatenate([deter, embed], -1)))
+    def _post_logits(self, deter, embed_proj):
+        # obs_out(concat[deter, embed]) = deter @ W[:D] + embed @ W[D:], the second term precomputed.
+        x = self.obs_out_norm(deter @ self.obs_out.variables["params"]["kernel"][: self.deter] + embed_proj)
         logits = self.obs_logits(x).reshape(deter.shape[:-1] + (self.stoch, self.classes))
         return dists.unimix_logits(logits, self.unimix)
 
@@ -98,12 +99,36 @@ class RSSM(nn.Module):
         logits = self._prior_logits(deter)
         return {"deter": deter, "stoch": dists.onehot_sample_st(key, logits), "logits": logits}
 
+    def embed_proj(self, embed: jax.Array) -> jax.Array:
+        """The embedding's share of the posterior layer: [..., E] -> [..., hidden].
+
+        `observe` computes it for a whole sequence in one matmul before its scan, instead of one
+        small matmul per step inside it (the layer's input is the concatenation [deter, embed]).
+        """
+        if self.is_initializing():
+            self.obs_out(jnp.zeros(embed.shape[:-1] + (self.deter + embed.shape[-1],)))
+        return embed @ self.obs_out.variables["params"]["kernel"][self.deter :]
+
+    def prior_logits(self, deter: jax.Array) -> jax.Array:
+        """Unimix'ed prior logits [..., S, C] at deterministic states [..., D]."""
+        return self._prior_logits(deter)
+
     def obs_step(self, state: dict, action: jax.Array, embed: jax.Array, is_first: jax.Array, key: jax.Array):
         """Posterior step. Resets (state, action) to (initial, 0) where `is_first` [...].
 
         Returns (post, prior): post = {deter, stoch, logits}, prior = {deter, logits} (same deter).
         """
-        init = self.initial(is_first.shape)
+        post = self.post_step(state, action, self.embed_proj(embed), is_first, key)
+        return post, {"deter": post["deter"], "logits": self._prior_logits(post["deter"])}
+
+    def post_step(self, state: dict, action: jax.Array, embed_proj: jax.Array, is_first: jax.Array, key: jax.Array,
+                  init: dict | None = None):
+        """The posterior part of `obs_step`, from the precomputed `embed_proj(embed)` [..., hidden].
+
+        `init` (optional) is `initial(is_first.shape)`, passed in by `observe` so that its scan
+        does not recompute the constant initial state at every step.
+        """
+        init = self.initial(is_first.shape) if init is None else init
         first = is_first[..., None]
         state = {
             "deter": jnp.where(first, init["deter"], state["deter"]),
@@ -112,10 +137,8 @@ class RSSM(nn.Module):
         }
         action = jnp.where(first, 0.0, action)
         deter = self._deter_step(state, action)
-        prior_logits = self._prior_logits(deter)
-        post_logits = self._post_logits(deter, embed)
-        post = {"deter": deter, "stoch": dists.onehot_sample_st(key, post_logits), "logits": post_logits}
-        return post, {"deter": deter, "logits": prior_logits}
+        post_logits = self._post_logits(deter, embed_proj)
+        return {"deter": deter, "stoch": dists.onehot_sample_st(key, post_logits), "logits": post_logits}
 
     def __call__(self, state, action, embed, is_first, key):
         """Touches every layer (used by `init`)."""
@@ -141,19 +164,24 @@ def observe(rssm: RSSM, params, embed, action, is_first, key, state=None):
     Returns (post, prior) with leaves [B, T, ...].
     """
     B, T = is_first.shape
+    init = initial_state(rssm, params, (B,))
     if state is None:
-        state = initial_state(rssm, params, (B,))
+        state = init
     keys = jax.random.split(key, T)
+    # Only the recurrence stays in the scan: the embedding's share of the posterior layer and the
+    # prior logits (a function of deter alone) are computed for all T steps at once.
+    proj = rssm.apply(params, embed, method=RSSM.embed_proj)
 
     def step(carry, xs):
         e, a, f, k = xs
-        post, prior = rssm.apply(params, carry, a, e, f, k, method=RSSM.obs_step)
-        return post, (post, prior)
+        post = rssm.apply(params, carry, a, e, f, k, init, method=RSSM.post_step)
+        return post, post
 
-    xs = (jnp.swapaxes(embed, 0, 1), jnp.swapaxes(action, 0, 1), jnp.swapaxes(is_first, 0, 1), keys)
-    _, (post, prior) = jax.lax.scan(step, state, xs)
-    swap = lambda x: jnp.swapaxes(x, 0, 1)
-    return jax.tree.map(swap, post), jax.tree.map(swap, prior)
+    xs = (jnp.swapaxes(proj, 0, 1), jnp.swapaxes(action, 0, 1), jnp.swapaxes(is_first, 0, 1), keys)
+    _, post = jax.lax.scan(step, state, xs)
+    post = jax.tree.map(lambda x: jnp.swapaxes(x, 0, 1), post)
+    prior = {"deter": post["deter"], "logits": rssm.apply(params, post["deter"], method=RSSM.prior_logits)}
+    return post, prior
 
 
 def imagine(rssm: RSSM, params, start: dict, policy_fn, key, horizon: int, with_aux: bool = False):
