@@ -5,7 +5,8 @@
 
 Each piece is the agent's own function (mamba_jax.agent / world_model / behavior / rssm), jitted
 on its own, timed as the median of `--reps` calls after a warm-up (block_until_ready), and
-FLOP-counted by XLA (`jit(f).lower(...).compile().cost_analysis()`). The pieces:
+FLOP-counted from its jaxpr with every loop iteration included (experiments/flops.py; XLA's
+`cost_analysis()`, which counts a loop body once, is kept as `xla_flop`). The pieces:
 
     wm_observe_fwd    encoder + RSSM posterior scan over the T + 1 entries (forward only)
     wm_loss_fwd       world-model loss forward (observe + KL + decoder/reward/cont heads)
@@ -39,6 +40,7 @@ import jax
 import jax.numpy as jnp
 
 import mamba_jax as mj
+from experiments import flops as flop_counter
 from experiments.bench_update import flops_of, matmul_flop_per_second, matmul_rate, random_batch, spaces_for
 from mamba_jax import agent as agent_lib
 from mamba_jax import config as cfg
@@ -61,7 +63,8 @@ def time_piece(name, fn, args, reps):
         jax.block_until_ready(compiled(*args))
         times.append(time.perf_counter() - t)
     rec = {"piece": name, "seconds": statistics.median(times), "min_seconds": min(times),
-           "flop": flops_of(compiled), "compile_seconds": compile_s}
+           "flop": flop_counter.matmul_flops(fn, *args), "xla_flop": flops_of(compiled),
+           "compile_seconds": compile_s}
     return rec, out
 
 
@@ -153,34 +156,6 @@ def main():
     run("full_update", lambda s, b, k, hh: agent_lib._update_length(s, b, k, hh, length=length)[1],
         state, batch, key, h)
 
-    # XLA's cost analysis counts a while loop's body once, not times its trip count (checked:
-    # a 300-step lax.scan of a [16,512]x[512,512] matmul is counted as one matmul). So add the
-    # missing steps of the two scans, measured on one step. A gradient is counted as 3x its forward
-    # for the world model (forward + input and weight gradients) and 2x for the imagination in the
-    # actor loss (the RSSM weights are not differentiated there: no weight gradients), estimates.
-    from mamba_jax.rssm import RSSM
-
-    s0 = jax.tree.map(lambda x: x[:, 0], post)
-    emb = wm.embed(p["wm"], jax.tree.map(lambda x: x[:, 0], batch["obs"]))
-    step_obs = flops_of(jax.jit(lambda pr, s, a, e, f, k: wm.rssm.apply(pr, s, a, e, f, k, method=RSSM.obs_step))
-                        .lower(p["wm"]["rssm"], s0, batch["action"][:, 0], emb, batch["is_first"][:, 0], key).compile())
-
-    def img_one(ap, pr, s, k):
-        a = beh.sample(ap, feature(s), k)
-        return wm.rssm.apply(pr, s, a, k, method=RSSM.img_step)
-
-    step_img = flops_of(jax.jit(img_one).lower(p["actor"], wm_params["rssm"], start, key).compile())
-    missing = {"wm_observe_fwd": length * step_obs, "wm_loss_fwd": length * step_obs,
-               "wm_loss_grad": 3 * length * step_obs, "imagine_fwd": (c.imag_horizon - 1) * step_img,
-               "actor_loss_fwd": (c.imag_horizon - 1) * step_img, "actor_loss_grad": 2 * (c.imag_horizon - 1) * step_img}
-    missing["full_update"] = missing["wm_loss_grad"] + missing["actor_loss_grad"]
-    for r in records:
-        r["flop_scan_corrected"] = r["flop"] + missing.get(r["piece"], 0.0)
-        r["fraction_of_matmul_scan_corrected"] = r["flop_scan_corrected"] / r["seconds"] / mm
-    print(f"one obs_step (B={B}): {step_obs / 1e9:.3f} GFLOP, one imagination step (N={n_starts}): "
-          f"{step_img / 1e9:.2f} GFLOP; scan-corrected fractions: "
-          + ", ".join(f"{r['piece']}: {r['fraction_of_matmul_scan_corrected']:.3f}" for r in records), flush=True)
-
     by = {r["piece"]: r for r in records}
     parts = ["wm_loss_grad", "wm_opt_step", "actor_loss_grad", "actor_opt_step", "critic_loss_grad", "critic_opt_step"]
     sum_parts = sum(by[k]["seconds"] for k in parts)
@@ -195,7 +170,7 @@ def main():
         "device": str(jax.devices()[0]), "platform": platform.platform(), "cpu_count": os.cpu_count(),
         "jax": jax.__version__, "load_average_at_end": os.getloadavg(),
         "matmul_2048_gflop_per_s": mm / 1e9, "layer_shaped_matmul_gflop_per_s": shape_rates,
-        "load_average_at_start": load_start, "obs_step_flop": step_obs, "imag_step_flop": step_img,
+        "load_average_at_start": load_start, "flop_count": "matmul + conv FLOPs of the jaxpr, loops included",
         "pieces": records, "sum_of_update_pieces_seconds": sum_parts, "share_of_summed_pieces": share,
     }
     pathlib.Path(args.out).parent.mkdir(parents=True, exist_ok=True)
