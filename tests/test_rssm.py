@@ -104,3 +104,20 @@ def test_clamp_action_value_is_clip_and_gradient_flows_beyond_bounds():
     np.testing.assert_allclose(clamp_action(a), [1.0, -0.5, -1.0, 1.0], rtol=0, atol=0)
     grad = jax.grad(lambda x: jnp.sum(clamp_action(x)))(a)
     np.testing.assert_allclose(grad, [0.5, 1.0, 0.25, 1.0], rtol=1e-6)
+
+
+def test_observe_equals_a_python_loop_of_obs_step(setup):
+    """observe hoists the embedding projection, prior logits and initial state out of its scan:
+    the result must equal obs_step applied step by step (posterior and prior)."""
+    params, embed, action, is_first, run = setup
+    key = jax.random.PRNGKey(3)
+    post, prior = run(params, embed, action, is_first, key)
+    keys = jax.random.split(key, T)
+    state = initial_state(RSSM_SMALL, params, (B,))
+    for t in range(T):
+        state, pri = RSSM_SMALL.apply(params, state, action[:, t], embed[:, t], is_first[:, t], keys[t],
+                                      method=RSSM.obs_step)
+        for k in ("deter", "logits", "stoch"):
+            np.testing.assert_allclose(post[k][:, t], state[k], rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(prior["logits"][:, t], pri["logits"], rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(prior["deter"][:, t], pri["deter"], rtol=1e-5, atol=1e-5)
