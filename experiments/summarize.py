@@ -1,0 +1,136 @@
+"""Summarises finished training runs (MAMBA vs the DreamerV3 baseline) into JSON and a table.
+
+    python -m experiments.summarize --run=mamba:runs/prc_mamba --run=dreamer:runs/prc_dreamer \
+        --out=results/point_robot_cpu
+
+For each `--run=METHOD:LOGDIR` it reads LOGDIR/run.json, metrics.jsonl and (if present)
+final_test.json and writes OUT/summary.json with, per method:
+
+    return_fraction_of_bayes   final return / the Bayes-reference policy's return
+    episode_returns            final mean return of each episode index 1..N (mean over seeds)
+    oracle_episode_returns     the oracle's per-episode returns (results/reference_returns.json)
+    bayes_episode_returns      the Bayes reference's per-episode returns
+    env_steps, wall_seconds, env_steps_per_second   of the whole run (compilation included)
+    per_seed                   the per-seed final returns
+    differs_from_preset        the config fields the run overrode (e.g. mamba=False, env_steps)
+    source                     "final_test" (config.final_eval_tasks fresh tasks) or "last_eval"
+
+and OUT/table.md with the same figures side by side. `--machine` is written into both.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pathlib
+import platform
+
+from mamba_jax import evaluate as ev
+from mamba_jax.logging import read_metrics
+
+
+def _read_json(path: str) -> dict | None:
+    return json.loads(pathlib.Path(path).read_text()) if os.path.exists(path) else None
+
+
+def reference_for(info: dict, policy: str) -> dict | None:
+    """The reference policy's returns for the run's env and N x L (results/reference_returns.json)."""
+    import envs
+
+    c = info["config"]
+    env, params = envs.make(c["env"], num_episodes=c["num_episodes"], episode_length=c["episode_length"])
+    return ev.reference_returns(c["env"], env, params, compute=False, policy=policy)
+
+
+def summarize_run(logdir: str) -> dict:
+    info = _read_json(os.path.join(logdir, "run.json"))
+    if info is None:
+        raise ValueError(f"{logdir}: no run.json (not a training logdir)")
+    rows = read_metrics(logdir)
+    evals = [r for r in rows if r.get("eval/return") is not None]
+    if not evals:
+        raise ValueError(f"{logdir}: no evaluation rows in metrics.jsonl")
+    n = info["config"]["num_episodes"]
+    test = _read_json(os.path.join(logdir, "final_test.json"))
+    if test is not None:
+        prefix, src, source = "test", test, "final_test"
+    else:
+        prefix, src, source = "eval", evals[-1], "last_eval"
+    bayes = reference_for(info, "bayes")
+    oracle = reference_for(info, "oracle")
+    last = rows[-1]
+    ret = src[f"{prefix}/return"]
+    return {
+        "logdir": logdir,
+        "mamba": info["config"]["mamba"],
+        "num_seeds": info.get("num_seeds", 1),
+        "source": source,
+        "num_tasks": src.get(f"{prefix}/num_tasks", info["config"]["eval_tasks"]),
+        "return": ret,
+        "return_fraction_of_bayes": ret / bayes["return"] if bayes else None,
+        "episode_returns": [src[f"{prefix}/return_episode_{i + 1}"] for i in range(n)],
+        "oracle_episode_returns": oracle["episode_returns"] if oracle else None,
+        "bayes_episode_returns": bayes["episode_returns"] if bayes else None,
+        "bayes_return": bayes["return"] if bayes else None,
+        "per_seed": src.get(f"{prefix}/return/per_seed"),
+        "env_steps": last["env_steps"],
+        "wall_seconds": last["wall_seconds"],
+        "env_steps_per_second": last["env_steps"] / last["wall_seconds"],
+        "updates": last.get("updates"),
+        "differs_from_preset": differs_from_preset(info["config"]),
+    }
+
+
+def differs_from_preset(config: dict) -> dict:
+    """{field: value} of the run's config where it differs from its named preset."""
+    from mamba_jax.config import PRESETS
+
+    preset = PRESETS.get(config.get("name"))
+    if preset is None:
+        return {}
+    return {k: v for k, v in config.items() if hasattr(preset, k) and getattr(preset, k) != v}
+
+
+def table(summary: dict) -> str:
+    methods = summary["methods"]
+    n = len(next(iter(methods.values()))["episode_returns"])
+    head = ["method", "return / Bayes"] + [f"episode {i + 1} (oracle)" for i in range(n)] + [
+        "env steps", "env steps / s", "wall time", "seeds"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for name, m in methods.items():
+        eps = [f"{e:.1f} ({o:.1f})" if m["oracle_episode_returns"] else f"{e:.1f}"
+               for e, o in zip(m["episode_returns"], m["oracle_episode_returns"] or [0.0] * n)]
+        frac = "n/a" if m["return_fraction_of_bayes"] is None else f"{m['return_fraction_of_bayes']:.2f}"
+        lines.append("| " + " | ".join([name, f"{frac} ({m['return']:.1f})"] + eps + [
+            f"{m['env_steps']:,}", f"{m['env_steps_per_second']:.0f}", f"{m['wall_seconds'] / 60:.1f} min",
+            str(m["num_seeds"])]) + " |")
+    return "\n".join(lines) + f"\n\nMachine: {summary['machine']}. Returns: {summary['source_note']}\n"
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--run", action="append", required=True, help="METHOD:LOGDIR (repeatable)")
+    parser.add_argument("--out", required=True, help="output directory for summary.json and table.md")
+    parser.add_argument("--machine", default=f"{platform.machine()}, {os.cpu_count()} CPU cores, no GPU")
+    args = parser.parse_args(argv)
+    methods = {}
+    for spec in args.run:
+        if ":" not in spec:
+            parser.error(f"--run={spec!r}: expected METHOD:LOGDIR, e.g. mamba:runs/prc_mamba")
+        name, logdir = spec.split(":", 1)
+        methods[name] = summarize_run(logdir)
+    sources = sorted({m["source"] for m in methods.values()})
+    note = ", ".join(f"{s} ({'fresh tasks after training' if s == 'final_test' else 'last periodic evaluation'})"
+                     for s in sources)
+    summary = {"machine": args.machine, "source_note": note, "methods": methods}
+    out = pathlib.Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    (out / "table.md").write_text(table(summary))
+    print(table(summary))
+    print(f"wrote {out / 'summary.json'} and {out / 'table.md'}")
+
+
+if __name__ == "__main__":
+    main()
