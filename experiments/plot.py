@@ -21,6 +21,7 @@ import sys
 import types
 
 import numpy as np
+from matplotlib.ticker import EngFormatter
 
 from mamba_jax import evaluate as ev
 from mamba_jax.logging import read_metrics
@@ -130,6 +131,7 @@ def plot(logdirs: list[str], out: str, labels: list[str] | None = None, x_key: s
                 ax.axhline(value, color=color, linestyle="--", linewidth=1, label=name)
         ax.set_title("meta-episode return" if metric == "eval/return" else f"episode {metric.rsplit('_', 1)[1]} return")
         ax.set_xlabel("env steps" if x_key == "env_steps" else "wall-clock seconds")
+        ax.xaxis.set_major_formatter(EngFormatter(sep=""))  # 600k, 1M: long tick labels overlapped
         ax.grid(alpha=0.3)
     axes[0][0].set_ylabel("mean return over evaluation tasks")
     axes[0][0].legend(fontsize=7)
