@@ -5,17 +5,16 @@
 
 For every case (preset, world-model horizon H) it reports: the compile time of the update for
 that horizon bucket, seconds per update (median of timed repetitions after a warm-up), the
-FLOPs of one update from XLA's cost analysis (`jit(...).lower(...).compile().cost_analysis()`),
-the FLOP/s of a large float32 matmul measured in the same run, and fraction_of_matmul =
+FLOPs of one update (below), the FLOP/s of a large float32 matmul measured in the same run, and fraction_of_matmul =
 (flop_per_update / seconds_per_update) / matmul_flop_per_second.
 
 flop_per_update counts the matmul and convolution FLOPs of the update's jaxpr with every loop
 iteration included (experiments/flops.py: a scan body times its length, the gradient's transposed
 scans included, dead code removed). XLA's own `cost_analysis()` figure is kept as
 `xla_cost_analysis_flop` for comparison: it counts each while-loop body once, so it misses
-most of the posterior scan over T steps and all but one imagination step (about 134 instead of
-196 GFLOP for point_robot). For presets with a horizon
-ramp it also reports the compile time of the real `update` (all buckets in one lax.switch).
+most of the posterior scan over T steps and all but one imagination step (124 instead of 183
+GFLOP for point_robot). For presets with a horizon ramp it also reports the compile time of the
+real `update` (all buckets in one lax.switch).
 
 Each horizon is timed through the single-bucket function the real update dispatches to
 (`agent._update_length` with the bucket's static length), so the FLOP count is that of the
@@ -39,8 +38,8 @@ import jax.numpy as jnp
 from gymnax.environments import spaces
 
 import mamba_jax as mj
-from mamba_jax import agent as agent_lib
 from experiments import flops as flop_counter
+from mamba_jax import agent as agent_lib
 from mamba_jax import config as cfg
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]

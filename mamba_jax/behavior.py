@@ -1,8 +1,8 @@
 """Actor, critic, imagination, lambda-returns and the return normaliser (spec section 3).
 
 Time convention for an imagined trajectory of states s_0..s_H ([N, H + 1]):
-r_t = reward-head mean at s_t (the reward of the transition into s_t; r_0 is unused and not computed), c_t = continue
-probability at s_t, d_t = gamma * c_t, v_t = critic mean at s_t. Then
+r_t = reward-head mean at s_t (the reward of the transition into s_t; r_0 is unused and not
+computed), c_t = continue probability at s_t, d_t = gamma * c_t, v_t = critic mean at s_t. Then
 
     R_H = v_H,   R_t = r_{t+1} + d_{t+1} * ((1 - lam) * v_{t+1} + lam * R_{t+1})     (t < H)
     w_0 = 1,     w_t = prod_{k < t} d_k                                         (stop-gradient)
