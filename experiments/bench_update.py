@@ -5,8 +5,8 @@
 
 For every case (preset, world-model horizon H) it reports: the compile time of the update for
 that horizon bucket, seconds per update (median of timed repetitions after a warm-up), the
-FLOPs of one update (below), the FLOP/s of a large float32 matmul measured in the same run, and fraction_of_matmul =
-(flop_per_update / seconds_per_update) / matmul_flop_per_second.
+FLOPs of one update (below), the FLOP/s of a large float32 matmul measured in the same run, and
+fraction_of_matmul = (flop_per_update / seconds_per_update) / matmul_flop_per_second.
 
 flop_per_update counts the matmul and convolution FLOPs of the update's jaxpr with every loop
 iteration included (experiments/flops.py: a scan body times its length, the gradient's transposed
