@@ -26,21 +26,13 @@ import os
 import pathlib
 import platform
 
+from experiments.plot import references
 from mamba_jax import evaluate as ev
 from mamba_jax.logging import read_metrics
 
 
 def _read_json(path: str) -> dict | None:
     return json.loads(pathlib.Path(path).read_text()) if os.path.exists(path) else None
-
-
-def reference_for(info: dict, policy: str) -> dict | None:
-    """The reference policy's returns for the run's env and N x L (results/reference_returns.json)."""
-    import envs
-
-    c = info["config"]
-    env, params = envs.make(c["env"], num_episodes=c["num_episodes"], episode_length=c["episode_length"])
-    return ev.reference_returns(c["env"], env, params, compute=False, policy=policy)
 
 
 def summarize_run(logdir: str) -> dict:
@@ -57,8 +49,8 @@ def summarize_run(logdir: str) -> dict:
         prefix, src, source = "test", test, "final_test"
     else:
         prefix, src, source = "eval", evals[-1], "last_eval"
-    bayes = reference_for(info, "bayes")
-    oracle = reference_for(info, "oracle")
+    refs = references(info, [logdir], ev.REFERENCE_FILE)  # the same lookup as the plot's reference lines
+    bayes, oracle = refs.get("bayes"), refs.get("oracle")
     last = rows[-1]
     ret = src[f"{prefix}/return"]
     return {
