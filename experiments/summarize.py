@@ -66,6 +66,8 @@ def summarize_run(logdir: str) -> dict:
         "bayes_episode_returns": bayes["episode_returns"] if bayes else None,
         "bayes_return": bayes["return"] if bayes else None,
         "per_seed": src.get(f"{prefix}/return/per_seed"),
+        # fraction of tasks whose episode-i return is > 0 (None for logs written before it existed)
+        "episode_positive_fractions": [src.get(f"{prefix}/positive_episode_{i + 1}") for i in range(n)],
         "env_steps": last["env_steps"],
         "wall_seconds": last["wall_seconds"],
         "env_steps_per_second": last["env_steps"] / last["wall_seconds"],
@@ -88,14 +90,16 @@ def table(summary: dict) -> str:
     methods = summary["methods"]
     n = len(next(iter(methods.values()))["episode_returns"])
     head = ["method", "return / Bayes"] + [f"episode {i + 1} (oracle)" for i in range(n)] + [
-        "env steps", "env steps / s", "wall time", "seeds"]
+        "tasks with reward > 0 per episode", "env steps", "env steps / s", "wall time", "seeds"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for name, m in methods.items():
         eps = [f"{e:.1f} ({o:.1f})" if m["oracle_episode_returns"] else f"{e:.1f}"
                for e, o in zip(m["episode_returns"], m["oracle_episode_returns"] or [0.0] * n)]
+        pos = m.get("episode_positive_fractions") or [None] * n
+        pos = "n/a" if any(p is None for p in pos) else " / ".join(f"{100 * p:.0f}%" for p in pos)
         frac = "n/a" if m["return_fraction_of_bayes"] is None else f"{m['return_fraction_of_bayes']:.2f}"
         lines.append("| " + " | ".join([name, f"{frac} ({m['return']:.1f})"] + eps + [
-            f"{m['env_steps']:,}", f"{m['env_steps_per_second']:.0f}", f"{m['wall_seconds'] / 60:.1f} min",
+            pos, f"{m['env_steps']:,}", f"{m['env_steps_per_second']:.0f}", f"{m['wall_seconds'] / 60:.1f} min",
             str(m["num_seeds"])]) + " |")
     return "\n".join(lines) + f"\n\nMachine: {summary['machine']}. Returns: {summary['source_note']}\n"
 

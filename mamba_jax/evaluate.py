@@ -50,8 +50,11 @@ def summarize(stats: dict, prefix: str, reference: dict | None = None) -> dict:
     """Host-side summary of per-task stats with a leading [seeds, tasks] (or [tasks]) shape.
 
     Returns {prefix/return, prefix/return_std (over tasks), prefix/return_episode_i (i = 1..N),
+    prefix/positive_episode_i (the fraction of tasks whose episode-i return is > 0: on the
+    sparse-reward point robots and the escape room, the fraction of tasks in which episode i
+    reached the reward at all, which separates "did not find the goal" from "found it late"),
     prefix/return_vs_bayes and prefix/return_episode_i_vs_bayes when `reference` has them,
-    and prefix/return/per_seed (a list) when there is a seed axis}.
+    and prefix/<key>/per_seed (a list over seeds) for the return and the per-episode figures}.
     """
     ret = np.asarray(stats["return"], np.float64)
     eps = np.asarray(stats["episode_returns"], np.float64)
@@ -65,6 +68,9 @@ def summarize(stats: dict, prefix: str, reference: dict | None = None) -> dict:
     for i in range(eps.shape[-1]):
         out[f"{prefix}/return_episode_{i + 1}"] = float(eps[..., i].mean())
         out[f"{prefix}/return_episode_{i + 1}/per_seed"] = eps[..., i].mean(-1).tolist()
+        positive = (eps[..., i] > 0).astype(np.float64)
+        out[f"{prefix}/positive_episode_{i + 1}"] = float(positive.mean())
+        out[f"{prefix}/positive_episode_{i + 1}/per_seed"] = positive.mean(-1).tolist()
     if reference is not None:
         bayes = reference.get("return")
         if bayes:

@@ -56,7 +56,9 @@ def format_duration(seconds: float) -> str:
 def progress_line(row: dict, total_steps: int, steps_per_second: float) -> str:
     """The progress line, e.g.
 
-    `[  12000/1000000  1.2%] 850 steps/s | train 1.23 | eval 4.56 (ep 1.0 2.0 1.5) | wm/loss 3.2 ... | ETA 0:19:23`
+    `[  12000/1000000  1.2%] 850 steps/s | train 1.23 | eval 4.56 (ep 1.0 2.0 1.5; >0 in 40/55/60%) | wm/loss 3.2 ... | ETA 0:19:23`
+
+    (">0 in": the fraction of evaluation tasks whose episode-i return was positive.)
     """
     steps = int(row["env_steps"])
     parts = [f"[{steps:>9d}/{total_steps} {100.0 * steps / max(total_steps, 1):5.1f}%] {steps_per_second:8.1f} steps/s"]
@@ -68,9 +70,13 @@ def progress_line(row: dict, total_steps: int, steps_per_second: float) -> str:
         while f"eval/return_episode_{i}" in row:
             episodes.append(f"{row[f'eval/return_episode_{i}']:.3g}")
             i += 1
+        positive = [row[f"eval/positive_episode_{j}"] for j in range(1, i) if f"eval/positive_episode_{j}" in row]
         text = f"eval {row['eval/return']:.3g}"
         if episodes:
-            text += f" (ep {' '.join(episodes)})"
+            text += f" (ep {' '.join(episodes)}"
+            if len(positive) == len(episodes):  # fraction of tasks with a positive return, per episode
+                text += f"; >0 in {'/'.join(f'{100 * p:.0f}' for p in positive)}%"
+            text += ")"
         if "eval/return_vs_bayes" in row:
             text += f" = {100 * row['eval/return_vs_bayes']:.0f}% bayes"
         parts.append(text)

@@ -26,7 +26,8 @@ def write_run(path, mamba: bool, final_test: bool):
     if final_test:
         (path / "final_test.json").write_text(json.dumps({
             "test/return": 263.24911265563964, "test/return_episode_1": 80.0, "test/return_episode_2": 90.0,
-            "test/return_episode_3": 93.2, "test/num_tasks": 1000, "test/return/per_seed": [260.0, 266.5]}))
+            "test/return_episode_3": 93.2, "test/num_tasks": 1000,
+            "test/positive_episode_1": 0.9, "test/positive_episode_2": 0.95, "test/positive_episode_3": 1.0, "test/return/per_seed": [260.0, 266.5]}))
 
 
 def test_summary_and_table(tmp_path):
@@ -47,6 +48,8 @@ def test_summary_and_table(tmp_path):
     assert d["differs_from_preset"] == {"mamba": False, "env_steps": 30000}
     table = (out / "table.md").read_text()
     assert "| mamba | 1.00 (263.2) | 80.0 (93.3)" in table and "| dreamer | 0.50 (131.6)" in table
+    assert m["episode_positive_fractions"] == [0.9, 0.95, 1.0] and d["episode_positive_fractions"] == [None] * 3
+    assert "| 90% / 95% / 100% |" in table and "| n/a |" in table  # the old-style log has no fractions
     assert "test box" in table
 
 

@@ -261,6 +261,9 @@ def test_summarize_by_hand():
     assert out["eval/return/per_seed"] == [2.0, 5.0]
     assert out["eval/return_std"] == pytest.approx(np.std([1.0, 2.0, 3.0]) / 2)
     assert out["eval/return_episode_1"] == pytest.approx(1.5) and out["eval/return_episode_2"] == pytest.approx(2.0)
+    # episode 2 of seed 0 has returns (0, 1, 2): 2 of 3 tasks positive; seed 1: all positive
+    assert out["eval/positive_episode_2/per_seed"] == pytest.approx([2 / 3, 1.0])
+    assert out["eval/positive_episode_2"] == pytest.approx(5 / 6) and out["eval/positive_episode_1"] == 1.0
     assert out["eval/return_vs_bayes"] == pytest.approx(0.5)
     assert out["eval/return_episode_1_vs_bayes"] == pytest.approx(0.75)
     assert out["eval/return_episode_2_vs_bayes"] == pytest.approx(0.5)
