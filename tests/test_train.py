@@ -295,3 +295,16 @@ def test_evaluation_and_test_tasks_are_fixed_and_disjoint():
     evals = {tuple(k) for k in np.asarray(ev.eval_reset_keys(key, 100)).tolist()}
     tests = {tuple(k) for k in np.asarray(ev.test_reset_keys(key, 1000)).tolist()}
     assert len(evals) == 100 and len(tests) == 1000 and not evals & tests
+
+
+def test_probe_reward_model_reads_the_checkpoint(full_run):
+    from experiments import probe_reward_model
+
+    _, logdir = full_run
+    result = probe_reward_model.probe(logdir, angles=3, samples=4, stay=2)
+    assert result["env_steps"] == 120 and len(result["theta"]) == 3
+    preds = np.asarray(result["predicted_reward_per_seed"])
+    assert preds.shape == (NUM_SEEDS, 3) and np.all(np.isfinite(preds))
+    with open(os.path.join(logdir, "probe_reward_model.json")) as f:
+        assert json.load(f)["predicted_reward_per_seed"] == result["predicted_reward_per_seed"]
+    assert "seed 1" in probe_reward_model.format_result(result)
