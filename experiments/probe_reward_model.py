@@ -91,10 +91,8 @@ def load_run(logdir: str, step: int | None = None):
     env, env_params = envs.make(config.env, num_episodes=config.num_episodes, episode_length=config.episode_length)
     fns = train.compile_run(config, env, env_params, info["num_seeds"], info["chunk_iterations"])
     keys = jax.device_put(train.seed_keys(info["seed"], info["num_seeds"]), fns.sharding)
-    abstract = jax.eval_shape(fns.init, keys)
-    abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=fns.sharding), abstract)
     checkpointer = ckpt_lib.Checkpointer(os.path.join(logdir, "checkpoints"))
-    state, meta = checkpointer.restore(abstract, step)
+    state, meta = train.restore_checkpoint(fns, keys, checkpointer, step)
     return config, env, env_params, state, int(meta["env_steps"])
 
 
@@ -109,11 +107,10 @@ def probe(logdir: str, angles: int = 13, samples: int = 512, stay: int = 25, ste
     margin = 0.5 * (inner.goal_angle_max - inner.goal_angle_min) / angles
     thetas = np.linspace(inner.goal_angle_min + margin, inner.goal_angle_max - margin, angles)
     truth = [true_expected_reward(inner, t) for t in thetas]
-    per_seed = []
-    for i in range(int(state.env_steps.shape[0])):
-        agent = jax.tree.map(lambda x: x[i], state.agent)
-        pred = predicted_rewards(agent, env, env_params, thetas, jax.random.PRNGKey(seed), samples, stay)
-        per_seed.append(np.asarray(pred, np.float64).tolist())
+    key = jax.random.PRNGKey(seed)
+    per_seed_fn = lambda agent: predicted_rewards(agent, env, env_params, thetas, key, samples, stay)  # noqa: E731
+    preds = jax.jit(jax.vmap(per_seed_fn))(state.agent)  # [seeds, angles], one compilation for all seeds
+    per_seed = np.asarray(preds, np.float64).tolist()
     result = {"logdir": logdir, "env_steps": env_steps, "samples": samples, "stay_steps": stay,
               "theta": thetas.tolist(), "true_expected_reward": truth, "predicted_reward_per_seed": per_seed}
     with open(os.path.join(logdir, "probe_reward_model.json"), "w") as f:

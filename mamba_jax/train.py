@@ -327,6 +327,14 @@ def seed_keys(seed: int, num_seeds: int) -> np.ndarray:
     return np.stack([np.asarray(jax.random.fold_in(base, i)) for i in range(num_seeds)])
 
 
+def restore_checkpoint(fns: RunFunctions, keys, checkpointer, step: int | None = None):
+    """(state, meta) of `checkpointer`'s checkpoint `step` (default: the latest), restored into
+    the shapes, dtypes and seed sharding of `fns.init(keys)` (nothing is computed to get them)."""
+    abstract = jax.eval_shape(fns.init, keys)
+    abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=fns.sharding), abstract)
+    return checkpointer.restore(abstract, step)
+
+
 def _per_seed(fn, eval_keys, *args):
     return jax.vmap(fn, in_axes=(0,) + (None,) * len(args))(eval_keys, *args)
 
@@ -416,9 +424,7 @@ def run(
             f"{logdir} already holds checkpoints; pass resume=True (--resume) to continue it, or use a new logdir"
         )
     if resume and checkpointer.latest_step() is not None:
-        abstract = jax.eval_shape(fns.init, keys)
-        abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=fns.sharding), abstract)
-        state, meta = checkpointer.restore(abstract)
+        state, meta = restore_checkpoint(fns, keys, checkpointer)
         changed = _check_resume(meta["run"], run_info)
         if changed:
             say(f"note: resuming with a different {', '.join(changed)} (same training trajectory; "
