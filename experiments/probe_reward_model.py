@@ -27,6 +27,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from mamba_jax.hugepages import reexec_with_hugepage_malloc
+
 POINT_ENVS = ("point_robot", "point_robot_wind")
 
 
@@ -145,4 +147,5 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
+    reexec_with_hugepage_malloc()  # before any work: 1.3x faster updates on XLA:CPU (mamba_jax/hugepages.py)
     main()

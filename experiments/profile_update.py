@@ -47,6 +47,7 @@ from mamba_jax import config as cfg
 from mamba_jax.behavior import actor_loss, critic_loss
 from mamba_jax.rssm import feature, imagine, observe
 from mamba_jax.world_model import gather_time, sample_times, wm_loss
+from mamba_jax.hugepages import reexec_with_hugepage_malloc
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -179,4 +180,5 @@ def main():
 
 
 if __name__ == "__main__":
+    reexec_with_hugepage_malloc()  # before any work: 1.3x faster updates on XLA:CPU (mamba_jax/hugepages.py)
     main()

@@ -18,6 +18,7 @@ from absl import app, flags
 from absl import logging as absl_logging
 
 from mamba_jax.config import PRESETS, Config, get_config
+from mamba_jax.hugepages import reexec_with_hugepage_malloc
 
 FLAGS = flags.FLAGS
 flags.DEFINE_enum("env", None, list(PRESETS), "Preset (sets the env and every hyperparameter).")
@@ -136,4 +137,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+    reexec_with_hugepage_malloc()  # before any work: 1.3x faster updates on XLA:CPU (mamba_jax/hugepages.py)
     sys.exit(app.run(main))

@@ -27,6 +27,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import platform
 import time
 from typing import Any, Callable, NamedTuple
 
@@ -339,6 +340,17 @@ def _per_seed(fn, eval_keys, *args):
     return jax.vmap(fn, in_axes=(0,) + (None,) * len(args))(eval_keys, *args)
 
 
+def _host_info() -> dict:
+    """Where the run ran (written to run.json; not compared on resume)."""
+    return {
+        "platform": platform.platform(),
+        "cpu_count": os.cpu_count(),
+        "jax": jax.__version__,
+        "devices": [str(d) for d in jax.devices()],
+        "glibc_tunables": os.environ.get("GLIBC_TUNABLES", ""),  # see mamba_jax/hugepages.py
+    }
+
+
 def run(
     config,
     logdir: str,
@@ -437,7 +449,7 @@ def run(
 
     logger = Logger(logdir, budget, start_steps=start_steps, print_fn=say) if main_process else None
     if main_process:
-        logger.write_json("run.json", run_info)
+        logger.write_json("run.json", {**run_info, "host": _host_info()})
     ref = None
     if reference:
         cheap = config.env.startswith(("point", "escape", "rooms"))  # measure the Bayes policy if not on file

@@ -162,6 +162,11 @@ def test_end_to_end(full_run, tmp_path):
         test = json.load(f)
     assert test["test/num_tasks"] == CONFIG.final_eval_tasks and np.isfinite(test["test/return"])
     assert len(test["test/return/per_seed"]) == NUM_SEEDS
+    with open(os.path.join(logdir, "run.json")) as f:
+        run_info = json.load(f)
+    assert run_info["num_seeds"] == NUM_SEEDS and run_info["config"]["name"] == CONFIG.name
+    assert run_info["host"]["glibc_tunables"] == os.environ.get("GLIBC_TUNABLES", "")
+    assert run_info["host"]["devices"] == [str(d) for d in jax.devices()]
     png = str(tmp_path / "curves.png")
     assert plot.main([logdir, f"--out={png}"]) == 0
     assert os.path.getsize(png) > 5000
