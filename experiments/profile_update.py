@@ -10,7 +10,7 @@ FLOP-counted from its jaxpr with every loop iteration included (experiments/flop
 
     wm_observe_fwd    encoder + RSSM posterior scan over the T + 1 entries (forward only)
     wm_loss_fwd       world-model loss forward (observe + KL + decoder/reward/cont heads)
-    wm_loss_grad      value_and_grad of the world-model loss (what the update runs)
+    wm_loss_grad      world_model.wm_value_and_grad (what the update runs)
     wm_opt_step       clip_by_global_norm + Adam on the world model's parameters
     imagine_fwd       the imagination rollout alone (N starts x H_im prior steps + actor samples)
     actor_loss_fwd    actor loss forward (imagination + reward/cont/critic heads + returns)
@@ -46,7 +46,7 @@ from mamba_jax import agent as agent_lib
 from mamba_jax import config as cfg
 from mamba_jax.behavior import actor_loss, critic_loss
 from mamba_jax.rssm import feature, imagine, observe
-from mamba_jax.world_model import gather_time, sample_times, wm_loss
+from mamba_jax.world_model import gather_time, sample_times, wm_loss, wm_value_and_grad
 from mamba_jax.hugepages import reexec_with_hugepage_malloc
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -119,8 +119,7 @@ def main():
 
     run("wm_observe_fwd", wm_observe, p["wm"], batch, key)
     run("wm_loss_fwd", lambda params, b, k: wm_loss(wm, params, b, k, h, c)[0], p["wm"], batch, key)
-    grad_fn = jax.value_and_grad(wm_loss, argnums=1, has_aux=True)
-    (_, (_, post)), g_wm = run("wm_loss_grad", lambda params, b, k: grad_fn(wm, params, b, k, h, c),
+    (_, (_, post)), g_wm = run("wm_loss_grad", lambda params, b, k: wm_value_and_grad(wm, params, b, k, h, c),
                                p["wm"], batch, key)
 
     def opt_step(name):

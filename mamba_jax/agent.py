@@ -32,7 +32,7 @@ from mamba_jax.behavior import Behavior, RetNorm, actor_loss, critic_loss
 from mamba_jax.config import Config
 from mamba_jax.nets import ObsSpec
 from mamba_jax.rssm import RSSM, feature
-from mamba_jax.world_model import WorldModel, gather_time, sample_times, wm_loss
+from mamba_jax.world_model import WorldModel, gather_time, sample_times, wm_value_and_grad
 
 MAMBA_KEYS = ("obs", "reward", "time")
 BASELINE_KEYS = ("obs",)
@@ -213,8 +213,7 @@ def _update_length(agent_state: AgentState, batch: dict, key: jax.Array, h_wm, l
     k_wm, k_start, k_actor = jax.random.split(key, 3)
 
     # world model
-    grad_fn = jax.value_and_grad(wm_loss, argnums=1, has_aux=True)
-    (_, (wm_metrics, post)), g_wm = grad_fn(wm, params["wm"], batch, k_wm, h_wm, c)
+    (_, (wm_metrics, post)), g_wm = wm_value_and_grad(wm, params["wm"], batch, k_wm, h_wm, c)
     upd, opt_wm = tx["wm"].update(g_wm, opt["wm"], params["wm"])
     wm_params = optax.apply_updates(params["wm"], upd)
 

@@ -131,8 +131,7 @@ class Behavior:
     def sample_from(self, out, key):
         """Action sampled from the actor's output `out` (logits, or the (mu, rho) pair)."""
         if self.discrete:
-            idx = jax.random.categorical(key, out, -1)
-            return jax.nn.one_hot(idx, self.actor.action_dim, dtype=jnp.float32)
+            return dists.onehot_sample(key, out.astype(jnp.float32))
         c = self.config
         return dists.actor_normal(*out, c.actor_min_std, c.actor_max_std).sample(seed=key)
 
@@ -175,10 +174,14 @@ def actor_loss(actor_params, beh: Behavior, wm: WorldModel, wm_params, critic_pa
     states, actions, actor_out = imagine(wm.rssm, wm_params["rssm"], start, policy_fn, key, c.imag_horizon,
                                          with_aux=True)
     feat = feature(states)  # [N, H+1, F]
-    # r_0 (the reward into the start state) is not used by the returns: evaluate the head on s_1..s_H.
-    rewards = jnp.pad(wm.reward_mean(wm_params, feat[:, 1:], bins), ((0, 0), (1, 0)))
-    discounts = c.gamma * wm.cont_prob(wm_params, feat)
-    values = beh.value(critic_params, feat, bins)
+    # The heads see s_0 (a stop-gradient start) apart from s_1..s_H, so that the backward pass
+    # computes input gradients for the H states that have them only (not for H + 1).
+    # r_0 (the reward into the start state) is not used by the returns.
+    start_feat, next_feat = sg(feat[:, :1]), feat[:, 1:]
+    rewards = jnp.pad(wm.reward_mean(wm_params, next_feat, bins), ((0, 0), (1, 0)))
+    discounts = c.gamma * jnp.concatenate(
+        [wm.cont_prob(wm_params, start_feat), wm.cont_prob(wm_params, next_feat)], 1)
+    values = jnp.concatenate([beh.value(critic_params, start_feat, bins), beh.value(critic_params, next_feat, bins)], 1)
     rets = lambda_returns(rewards, discounts, values, c.lam)  # [N, H]
     H = c.imag_horizon
     weights = return_weights(discounts)[:, :H] * start_weight[:, None]

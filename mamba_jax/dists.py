@@ -6,7 +6,7 @@ Pure functions over arrays; shapes are given as [..., K] with `...` any batch sh
 * Two-hot over symlog-spaced bins (reward and value heads): `bins`, `twohot_encode`,
   `twohot_mean`, `twohot_log_prob`.
 * Categoricals with a uniform mix (RSSM latents, discrete actor): `unimix_logits`,
-  `onehot_sample_st` (straight-through), `categorical_kl`, `categorical_entropy`.
+  `onehot_sample`, `onehot_sample_st` (straight-through), `categorical_kl`, `categorical_entropy`.
 * Bounded Normal actor `Normal(tanh(mu), std)`, std = (max - min) * sigmoid(rho + 2) + min,
   built on distrax: `actor_normal`.
 * Bernoulli continue head: `bernoulli_log_prob`, `bernoulli_mean`.
@@ -77,12 +77,24 @@ def unimix_logits(logits: jax.Array, unimix: float) -> jax.Array:
     return jnp.log(probs)
 
 
+def onehot_sample(key: jax.Array, logits: jax.Array) -> jax.Array:
+    """[..., K] -> [..., K] one-hot categorical sample: the same draw as
+    `one_hot(jax.random.categorical(key, logits))` (Gumbel-max; the first maximum on ties).
+
+    Built from max / compare / min instead of argmax, whose variadic reduce XLA:CPU runs
+    several times slower (27 of 67 ms for [8192, 16, 16] logits).
+    """
+    K = logits.shape[-1]
+    z = jax.random.gumbel(key, logits.shape, logits.dtype) + logits
+    is_max = z == jnp.max(z, -1, keepdims=True)
+    first = jnp.min(jnp.where(is_max, jnp.arange(K), K), -1, keepdims=True)
+    return (jnp.arange(K) == first).astype(logits.dtype)
+
+
 def onehot_sample_st(key: jax.Array, logits: jax.Array) -> jax.Array:
     """[..., K] -> [..., K] one-hot sample with straight-through gradient (sample + p - sg(p))."""
     probs = jax.nn.softmax(logits, -1)
-    idx = jax.random.categorical(key, logits, -1)
-    sample = jax.nn.one_hot(idx, logits.shape[-1], dtype=probs.dtype)
-    return sample + probs - jax.lax.stop_gradient(probs)
+    return onehot_sample(key, logits) + probs - jax.lax.stop_gradient(probs)
 
 
 def onehot_mode(logits: jax.Array) -> jax.Array:

@@ -72,19 +72,29 @@ class RSSM(nn.Module):
         logits = self.obs_logits(x).reshape(deter.shape[:-1] + (self.stoch, self.classes))
         return dists.unimix_logits(logits, self.unimix)
 
-    def _gru(self, x, deter):
-        parts = self.gru_norm(self.gru(jnp.concatenate([x, deter], -1)))
+    def _gru(self, gru_input, deter, ghost=None):
+        """LayerNorm GRU on gru_input = [x, deter]. With `ghost` (same shape as the gates), the
+        gates are gru_input @ sg(kernel) + ghost: the kernel gets no gradient here, and the
+        gradient with respect to `ghost` is the gates' (see `observe`)."""
+        if ghost is None:
+            gates = self.gru(gru_input)
+        else:
+            gates = gru_input @ jax.lax.stop_gradient(self.gru.variables["params"]["kernel"]) + ghost
+        parts = self.gru_norm(gates)
         reset, cand, update = jnp.split(parts, 3, -1)
         reset = jax.nn.sigmoid(reset)
         cand = jnp.tanh(reset * cand)
         update = jax.nn.sigmoid(update - 1.0)
         return update * cand + (1.0 - update) * deter
 
-    def _deter_step(self, state, action):
+    def _gru_input(self, state, action):
         stoch = state["stoch"].reshape(state["stoch"].shape[:-2] + (-1,))
         action = clamp_action(action)
         x = self.img_in_norm(self.img_in(jnp.concatenate([stoch, action], -1)))
-        return self._gru(x, state["deter"])
+        return jnp.concatenate([x, state["deter"]], -1)
+
+    def _deter_step(self, state, action):
+        return self._gru(self._gru_input(state, action), state["deter"])
 
     # -------------------------------------------------------------- public steps
     def initial(self, batch_shape: tuple) -> dict:
@@ -122,11 +132,12 @@ class RSSM(nn.Module):
         return post, {"deter": post["deter"], "logits": self._prior_logits(post["deter"])}
 
     def post_step(self, state: dict, action: jax.Array, embed_proj: jax.Array, is_first: jax.Array, key: jax.Array,
-                  init: dict | None = None):
+                  init: dict | None = None, gru_ghost: jax.Array | None = None):
         """The posterior part of `obs_step`, from the precomputed `embed_proj(embed)` [..., hidden].
 
         `init` (optional) is `initial(is_first.shape)`, passed in by `observe` so that its scan
-        does not recompute the constant initial state at every step.
+        does not recompute the constant initial state at every step. With `gru_ghost` [..., 3D]
+        (see `observe`), the result also holds "gru_input" [..., I], the GRU's input.
         """
         init = self.initial(is_first.shape) if init is None else init
         first = is_first[..., None]
@@ -136,9 +147,11 @@ class RSSM(nn.Module):
             "logits": state["logits"],
         }
         action = jnp.where(first, 0.0, action)
-        deter = self._deter_step(state, action)
+        gru_input = self._gru_input(state, action)
+        deter = self._gru(gru_input, state["deter"], gru_ghost)
         post_logits = self._post_logits(deter, embed_proj)
-        return {"deter": deter, "stoch": dists.onehot_sample_st(key, post_logits), "logits": post_logits}
+        post = {"deter": deter, "stoch": dists.onehot_sample_st(key, post_logits), "logits": post_logits}
+        return post if gru_ghost is None else {**post, "gru_input": gru_input}
 
     def __call__(self, state, action, embed, is_first, key):
         """Touches every layer (used by `init`)."""
@@ -156,12 +169,18 @@ def initial_state(rssm: RSSM, params, batch_shape: tuple) -> dict:
     return rssm.apply(params, tuple(batch_shape), method=RSSM.initial)
 
 
-def observe(rssm: RSSM, params, embed, action, is_first, key, state=None):
+def observe(rssm: RSSM, params, embed, action, is_first, key, state=None, gru_ghost=None):
     """Posterior over a sequence.
 
     embed [B, T, E], action [B, T, A] (a_{t-1} at t), is_first [B, T] bool, state (optional,
     batch [B]; defaults to the initial state, which the reset at is_first[:, 0] reproduces).
     Returns (post, prior) with leaves [B, T, ...].
+
+    `gru_ghost` (optional, zeros [B, T, 3D]) moves the GRU kernel's gradient out of the scan:
+    the scan then uses a stop-gradient kernel plus this input, and post also holds
+    "gru_input" [B, T, I]. The kernel's gradient is einsum("bti,btg->ig", gru_input, d ghost),
+    one large matmul instead of T small ones in the backward scan
+    (`world_model.wm_value_and_grad` does this; same gradient).
     """
     B, T = is_first.shape
     init = initial_state(rssm, params, (B,))
@@ -173,11 +192,12 @@ def observe(rssm: RSSM, params, embed, action, is_first, key, state=None):
     proj = rssm.apply(params, embed, method=RSSM.embed_proj)
 
     def step(carry, xs):
-        e, a, f, k = xs
-        post = rssm.apply(params, carry, a, e, f, k, init, method=RSSM.post_step)
-        return post, post
+        e, a, f, k, g = xs
+        post = rssm.apply(params, carry, a, e, f, k, init, g, method=RSSM.post_step)
+        return {n: post[n] for n in carry}, post
 
-    xs = (jnp.swapaxes(proj, 0, 1), jnp.swapaxes(action, 0, 1), jnp.swapaxes(is_first, 0, 1), keys)
+    ghost = None if gru_ghost is None else jnp.swapaxes(gru_ghost, 0, 1)
+    xs = (jnp.swapaxes(proj, 0, 1), jnp.swapaxes(action, 0, 1), jnp.swapaxes(is_first, 0, 1), keys, ghost)
     _, post = jax.lax.scan(step, state, xs)
     post = jax.tree.map(lambda x: jnp.swapaxes(x, 0, 1), post)
     prior = {"deter": post["deter"], "logits": rssm.apply(params, post["deter"], method=RSSM.prior_logits)}

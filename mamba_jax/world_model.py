@@ -117,17 +117,20 @@ def _masked_mean(x, w):
     return jnp.sum(x * w) / jnp.maximum(jnp.sum(w), 1.0)
 
 
-def wm_loss(wm: WorldModel, params, batch: dict, key, h_wm, config: Config):
+def wm_loss(wm: WorldModel, params, batch: dict, key, h_wm, config: Config, gru_ghost=None):
     """World-model loss on a batch of S = length + 1 entries (static), horizon h_wm <= length (dynamic).
 
     batch: {"obs": {key: [B, S, ...]}, "action": [B, S, A], "is_first": [B, S], "is_terminal": [B, S]}.
     Returns (loss, (metrics, post)) with post (stop-gradient) leaves [B, S, ...].
+    `gru_ghost`: see `wm_value_and_grad` (post then also holds "gru_input").
     """
     B, S = batch["is_first"].shape
     k_obs, k_rec = jax.random.split(key)
     obs = batch["obs"]
     embed = wm.embed(params, obs)
-    post, prior = observe(wm.rssm, params["rssm"], embed, batch["action"], batch["is_first"], k_obs)
+    post, prior = observe(wm.rssm, params["rssm"], embed, batch["action"], batch["is_first"], k_obs,
+                          gru_ghost=gru_ghost)
+    gru_input = post.pop("gru_input", None)
 
     mask = (jnp.arange(S)[None, :] <= h_wm).astype(jnp.float32) * jnp.ones((B, 1))
     dyn, rep, kl = kl_losses(post["logits"], prior["logits"], config.free_bits)
@@ -163,4 +166,26 @@ def wm_loss(wm: WorldModel, params, batch: dict, key, h_wm, config: Config):
     }
     for k, v in per_key.items():
         metrics[f"wm/dec_{k}"] = _masked_mean(v, weight)
+    if gru_input is not None:
+        post["gru_input"] = gru_input
     return loss, (metrics, sg(post))
+
+
+def wm_value_and_grad(wm: WorldModel, params, batch: dict, key, h_wm, config: Config):
+    """`jax.value_and_grad(wm_loss, argnums=1, has_aux=True)(wm, params, batch, key, h_wm, config)`,
+    with the GRU kernel's gradient computed after the posterior scan.
+
+    Inside a scan, the gradient of a weight is summed over steps, one [B, I] x [B, 3D] product
+    per step (B = 16: slow small matmuls). Here the scan adds a zero "ghost" input to the GRU's
+    gates and uses a stop-gradient kernel; the gradient with respect to the ghost is the gates'
+    gradient, and the kernel's is then one [I, B*S] x [B*S, 3D] matmul. Same value and gradient
+    up to float rounding (tests/test_world_model.py).
+    """
+    B, S = batch["is_first"].shape
+    ghost = jnp.zeros((B, S, 3 * wm.rssm.deter), jnp.float32)
+    loss_fn = lambda p, g: wm_loss(wm, p, batch, key, h_wm, config, gru_ghost=g)
+    (loss, (metrics, post)), (grads, g_ghost) = jax.value_and_grad(loss_fn, argnums=(0, 1), has_aux=True)(params, ghost)
+    gru_input = post.pop("gru_input")
+    gru = grads["rssm"]["params"]["gru"]
+    gru["kernel"] = gru["kernel"] + jnp.einsum("bsi,bsg->ig", gru_input, g_ghost)
+    return (loss, (metrics, post)), grads

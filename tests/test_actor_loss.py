@@ -45,7 +45,9 @@ def test_actor_loss_equals_the_plain_formula():
     key = jax.random.PRNGKey(9)
     want, g_want = jax.value_and_grad(plain)(p["actor"], key)
     got, g_got = jax.value_and_grad(ours)(p["actor"], key)
-    np.testing.assert_allclose(got, want, rtol=1e-6)
+    # the loss is a small difference (returns - values, ~1e-4 here): compare it to float32 rounding
+    # of the heads' outputs (~1e-7; ours evaluates them on s_0 and s_1..s_H as separate batches)
+    np.testing.assert_allclose(got, want, rtol=1e-6, atol=2e-7)
     scale = max(float(jnp.abs(g).max()) for g in jax.tree.leaves(g_want))
     assert scale > 0
     for a, b in zip(jax.tree.leaves(g_got), jax.tree.leaves(g_want)):

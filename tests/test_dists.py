@@ -62,6 +62,25 @@ def test_unimix_and_straight_through():
     np.testing.assert_allclose(g, g_probs, rtol=1e-6)
 
 
+def test_onehot_sample_is_the_draw_of_jax_random_categorical():
+    logits = jax.random.normal(jax.random.PRNGKey(0), (512, 16, 16)) * 3.0
+    for seed in range(5):
+        key = jax.random.PRNGKey(seed)
+        expected = jax.nn.one_hot(jax.random.categorical(key, logits, -1), 16)
+        np.testing.assert_array_equal(jax.jit(dists.onehot_sample)(key, logits), expected)
+    # frequencies follow softmax(logits)
+    logits = jnp.log(jnp.array([0.1, 0.6, 0.3]))
+    draws = dists.onehot_sample(jax.random.PRNGKey(1), jnp.broadcast_to(logits, (40_000, 3)))
+    assert set(np.unique(np.asarray(draws.sum(-1)))) == {1.0}
+    np.testing.assert_allclose(draws.mean(0), [0.1, 0.6, 0.3], atol=0.01)
+
+
+def test_onehot_sample_takes_the_first_maximum_on_ties(monkeypatch):
+    monkeypatch.setattr(dists.jax.random, "gumbel", lambda key, shape, dtype: jnp.zeros(shape, dtype))
+    sample = dists.onehot_sample(jax.random.PRNGKey(0), jnp.array([[1.0, 3.0, 3.0, 0.0], [2.0, 2.0, 2.0, 2.0]]))
+    np.testing.assert_array_equal(sample, [[0, 1, 0, 0], [1, 0, 0, 0]])  # as argmax
+
+
 def test_categorical_kl_by_hand():
     p = jnp.log(jnp.array([0.5, 0.5]))
     q = jnp.log(jnp.array([0.25, 0.75]))

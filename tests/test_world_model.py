@@ -12,7 +12,7 @@ import pytest
 
 import envs
 import mamba_jax as mj
-from mamba_jax.world_model import sample_times, wm_loss
+from mamba_jax.world_model import sample_times, wm_loss, wm_value_and_grad
 
 N, L = 2, 10
 T = N * L
@@ -90,6 +90,29 @@ def test_entries_beyond_horizon_are_masked(setup):
     b = loss_fn(state.params["wm"], changed, key, h)
     np.testing.assert_allclose(a, b, rtol=1e-6)
     assert not np.allclose(a, loss_fn(state.params["wm"], changed, key, jnp.int32(T)))
+
+
+def test_value_and_grad_with_the_ghost_input_is_the_plain_gradient(setup):
+    """wm_value_and_grad (GRU kernel gradient after the scan) == jax.value_and_grad(wm_loss)."""
+    config, state, batch, _ = setup
+    wm, params = state.world_model, state.params["wm"]
+    # perturbed parameters, so that every gradient (the GRU kernel's included) is far from zero
+    leaves, tree = jax.tree.flatten(params)
+    keys = jax.random.split(jax.random.PRNGKey(7), len(leaves))
+    params = tree.unflatten([x + 0.1 * jax.random.normal(k, x.shape) for x, k in zip(leaves, keys)])
+    key, h = jax.random.PRNGKey(3), jnp.int32(15)
+    plain = jax.jit(jax.value_and_grad(lambda p: wm_loss(wm, p, batch, key, h, config), has_aux=True))
+    ghost = jax.jit(lambda p: wm_value_and_grad(wm, p, batch, key, h, config))
+    (loss_a, (metrics_a, post_a)), grads_a = plain(params)
+    (loss_b, (metrics_b, post_b)), grads_b = ghost(params)
+    np.testing.assert_allclose(loss_a, loss_b, rtol=1e-6)
+    assert set(post_b) == set(post_a) and set(metrics_b) == set(metrics_a)
+    for a, b in zip(jax.tree.leaves((metrics_a, post_a)), jax.tree.leaves((metrics_b, post_b))):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    kernel = grads_a["rssm"]["params"]["gru"]["kernel"]
+    assert float(jnp.abs(kernel).max()) > 1e-3
+    for a, b in zip(jax.tree.leaves(grads_a), jax.tree.leaves(grads_b)):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6 * float(jnp.abs(a).max()))
 
 
 def test_world_model_learns_point_robot(setup):

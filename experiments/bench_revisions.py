@@ -1,0 +1,121 @@
+"""Is the update faster than at another git revision? Interleaved timings in fresh processes.
+
+    python -m experiments.bench_revisions --base=3a90ed6                 # point_robot, 3 rounds
+    python -m experiments.bench_revisions --base=HEAD~3 --preset=point_robot_cpu --rounds=5
+
+Checks `--base` out into a temporary git worktree and, for `--rounds` rounds, times one update of
+`--preset` (its longest horizon bucket, B whole meta-episodes of random data, the median of
+`--reps` calls after a warm-up) once with the base's code and once with the working tree's, each in
+a fresh process with its own code on PYTHONPATH, alternating which goes first. The base runs with
+glibc's default malloc, as it did; the working tree as its launchers run it, with transparent huge
+pages for malloc (mamba_jax/hugepages.py), unless `--same_malloc`. Machine load that changes
+between rounds falls on both, so the per-round ratio is the figure to read (the median over rounds
+is reported). Writes results/bench_revisions.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pathlib
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+# Runs with the code of the directory on PYTHONPATH; uses only APIs that exist at older revisions.
+TIMER = r"""
+import json, resource, sys, time
+import jax, jax.numpy as jnp
+import mamba_jax as mj
+from mamba_jax import agent as agent_lib, config as cfg
+from experiments.bench_update import random_batch, spaces_for
+preset, reps = sys.argv[1], int(sys.argv[2])
+c = mj.get_config(preset)
+state = mj.init(jax.random.PRNGKey(0), c, *spaces_for(c))
+batch = random_batch(jax.random.PRNGKey(1), c, state)
+length = cfg.horizon_buckets(c)[-1]
+batch = jax.tree.map(lambda x: x[:, : length + 1], batch)
+f = jax.jit(lambda s, b, k, h: agent_lib._update_length(s, b, k, h, length=length))
+h = jnp.int32(length)
+jax.block_until_ready(f(state, batch, jax.random.PRNGKey(2), h))
+times = []
+u0 = resource.getrusage(resource.RUSAGE_SELF)
+for i in range(reps):
+    t = time.perf_counter()
+    jax.block_until_ready(f(state, batch, jax.random.PRNGKey(3 + i), h))
+    times.append(time.perf_counter() - t)
+u1 = resource.getrusage(resource.RUSAGE_SELF)
+print("RESULT " + json.dumps({"seconds_per_update": sorted(times)[len(times) // 2], "min_seconds": min(times),
+      "cpu_seconds_per_update": (u1.ru_utime + u1.ru_stime - u0.ru_utime - u0.ru_stime) / reps,
+      "page_faults_per_update": (u1.ru_minflt - u0.ru_minflt) / reps}))
+"""
+
+
+def time_update(code_dir: str, preset: str, reps: int, hugepages: bool) -> dict:
+    env = {k: v for k, v in os.environ.items() if k not in ("GLIBC_TUNABLES", "PYTHONPATH")}
+    env["PYTHONPATH"] = code_dir
+    if hugepages:
+        env["GLIBC_TUNABLES"] = "glibc.malloc.hugetlb=1"
+    out = subprocess.run([sys.executable, "-c", TIMER, preset, str(reps)], cwd=code_dir, env=env,
+                         capture_output=True, text=True, check=True).stdout
+    line = [l for l in out.splitlines() if l.startswith("RESULT ")][-1]
+    return json.loads(line[len("RESULT "):])
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--base", required=True, help="git revision to compare with")
+    parser.add_argument("--preset", default="point_robot")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--same_malloc", action="store_true", help="run both with glibc's default malloc")
+    parser.add_argument("--out", default=str(ROOT / "results" / "bench_revisions.json"))
+    args = parser.parse_args()
+    if args.rounds < 1 or args.reps < 1:
+        parser.error("--rounds and --reps: allowed: integers >= 1")
+    try:
+        base_commit = subprocess.run(["git", "rev-parse", "--verify", f"{args.base}^{{commit}}"], cwd=ROOT,
+                                     capture_output=True, text=True, check=True).stdout.strip()
+    except subprocess.CalledProcessError:
+        parser.error(f"--base={args.base!r}: not a git revision of {ROOT}")
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    dirty = bool(subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
+                                capture_output=True, text=True).stdout.strip())
+    rounds = []
+    with tempfile.TemporaryDirectory() as tmp:
+        base_dir = os.path.join(tmp, "base")
+        subprocess.run(["git", "worktree", "add", "--detach", "-q", base_dir, base_commit], cwd=ROOT, check=True)
+        try:
+            for i in range(args.rounds):
+                runs = [("base", base_dir, False), ("current", str(ROOT), not args.same_malloc)]
+                result = {}
+                for name, code_dir, huge in (runs if i % 2 == 0 else runs[::-1]):
+                    result[name] = time_update(code_dir, args.preset, args.reps, huge)
+                    result[name]["hugepages"] = huge
+                    print(f"round {i + 1} {name:8s} {result[name]['seconds_per_update']:.3f} s/update "
+                          f"({result[name]['cpu_seconds_per_update']:.2f} CPU-s)", flush=True)
+                result["speedup"] = result["base"]["seconds_per_update"] / result["current"]["seconds_per_update"]
+                rounds.append(result)
+        finally:
+            subprocess.run(["git", "worktree", "remove", "--force", base_dir], cwd=ROOT, check=False)
+    speedup = statistics.median(r["speedup"] for r in rounds)
+    print(f"median speedup of the working tree over {args.base} ({base_commit[:10]}): {speedup:.2f}x")
+    record = {
+        "command": (f"python -m experiments.bench_revisions --base={args.base} --preset={args.preset} "
+                    f"--rounds={args.rounds} --reps={args.reps}" + (" --same_malloc" if args.same_malloc else "")),
+        "base": base_commit, "current": head, "current_has_uncommitted_changes": dirty,
+        "preset": args.preset, "platform": platform.platform(), "cpu_count": os.cpu_count(),
+        "rounds": rounds, "median_speedup": speedup,
+    }
+    pathlib.Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    pathlib.Path(args.out).write_text(json.dumps(record, indent=2) + "\n")
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
