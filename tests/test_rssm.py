@@ -98,6 +98,40 @@ def test_imagine_shapes(setup):
     np.testing.assert_allclose(actions[:, 1], jnp.tanh(states["deter"][:, 1, :A]), rtol=1e-6)
 
 
+def test_imagine_equals_a_python_loop_of_img_step(setup):
+    """imagine runs its first step outside the scan with the GRU kernel split (x and deter parts):
+    the same states, actions and policy gradient as a loop of plain img_step."""
+    params, embed, action, is_first, run = setup
+    post, _ = run(params, embed, action, is_first, jax.random.PRNGKey(3))
+    start = jax.tree.map(lambda x: x[:, 2], post)
+    w = jax.random.normal(jax.random.PRNGKey(5), (12, A))
+    policy = lambda w, s, k: jnp.tanh(s["deter"] @ w) + 0.1 * jax.random.normal(k, (s["deter"].shape[0], A))
+
+    def loop(w, key, horizon):
+        state, states, actions = start, [start], []
+        for k in jax.random.split(key, horizon):
+            ka, ks = jax.random.split(k)
+            a = policy(w, state, ka)
+            state = RSSM_SMALL.apply(params, state, a, ks, method=RSSM.img_step)
+            states.append(state)
+            actions.append(a)
+        return jax.tree.map(lambda *x: jnp.stack(x, 1), *states), jnp.stack(actions, 1)
+
+    def ours(w, key, horizon):
+        return imagine(RSSM_SMALL, params, start, lambda s, k: policy(w, s, k), key, horizon)
+
+    for horizon in (1, 3):
+        key = jax.random.PRNGKey(10 + horizon)
+        (s_a, a_a), (s_b, a_b) = jax.jit(ours, static_argnums=2)(w, key, horizon), loop(w, key, horizon)
+        assert s_a["deter"].shape == (B, horizon + 1, 12)
+        for x, y in zip(jax.tree.leaves((s_a, a_a)), jax.tree.leaves((s_b, a_b))):
+            np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-6)
+        objective = lambda f: lambda w: jnp.sum(jnp.sin(f(w, key, horizon)[0]["deter"][:, 1:]))
+        g_a, g_b = jax.jit(jax.grad(objective(ours))), jax.grad(objective(loop))
+        np.testing.assert_allclose(g_a(w), g_b(w), rtol=1e-4, atol=1e-6)
+        assert float(jnp.abs(g_b(w)).max()) > 1e-3
+
+
 def test_clamp_action_value_is_clip_and_gradient_flows_beyond_bounds():
     """Forward: clip to [-1, 1]; backward: 1 inside, 1/|a| outside (DreamerV3's sg-scaled clamp)."""
     a = jnp.array([2.0, -0.5, -4.0, 1.0])
