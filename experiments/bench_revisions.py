@@ -2,6 +2,7 @@
 
     python -m experiments.bench_revisions --base=3a90ed6                 # point_robot, 3 rounds
     python -m experiments.bench_revisions --base=HEAD~3 --preset=point_robot_cpu --rounds=5
+    python -m experiments.bench_revisions --base=3a90ed6 --what=train --rounds=2   # training env steps/s
 
 Checks `--base` out into a temporary git worktree and, for `--rounds` rounds, times one update of
 `--preset` (its longest horizon bucket, B whole meta-episodes of random data, the median of
@@ -10,7 +11,11 @@ a fresh process with its own code on PYTHONPATH, alternating which goes first. T
 glibc's default malloc, as it did; the working tree as its launchers run it, with transparent huge
 pages for malloc (mamba_jax/hugepages.py), unless `--same_malloc`. Machine load that changes
 between rounds falls on both, so the per-round ratio is the figure to read (the median over rounds
-is reported). Writes results/bench_revisions.json.
+is reported). With `--what=train` each process is instead a short training run,
+`python -m experiments.train --env=P --steps=S --chunk_iterations=1 --eval_every=1 --nofinal_test`
+(one collection + its updates + an evaluation on the preset's tasks + a checkpoint per chunk), and
+the figure is the env steps per second of its last chunk (compilation excluded), read from its
+progress line. Writes results/bench_revisions.json (or bench_revisions_train.json).
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ import json
 import os
 import pathlib
 import platform
+import re
 import statistics
 import subprocess
 import sys
@@ -67,6 +73,21 @@ def time_update(code_dir: str, preset: str, reps: int, hugepages: bool) -> dict:
     return json.loads(line[len("RESULT "):])
 
 
+def train_throughput(code_dir: str, preset: str, steps: int, hugepages: bool) -> dict:
+    """Env steps per second of the last chunk of a short training run with the code in code_dir."""
+    env = {k: v for k, v in os.environ.items() if k not in ("GLIBC_TUNABLES", "PYTHONPATH")}
+    env["PYTHONPATH"] = code_dir
+    env["MAMBA_JAX_HUGEPAGES"] = "1" if hugepages else "0"  # launchers that know it re-exec with huge pages
+    with tempfile.TemporaryDirectory() as logdir:
+        cmd = [sys.executable, "-m", "experiments.train", f"--env={preset}", f"--steps={steps}", "--chunk_iterations=1",
+               "--eval_every=1", "--nofinal_test", f"--logdir={logdir}/run"]
+        out = subprocess.run(cmd, cwd=code_dir, env=env, capture_output=True, text=True, check=True)
+    rates = [float(m.group(1)) for m in re.finditer(r"([0-9.]+) steps/s", out.stdout + out.stderr)]
+    if len(rates) < 2:
+        raise RuntimeError(f"no steady-state progress line in the output of {' '.join(cmd)}")
+    return {"env_steps_per_second": rates[-1], "chunk_rates": rates}
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--base", required=True, help="git revision to compare with")
@@ -74,8 +95,12 @@ def main():
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--same_malloc", action="store_true", help="run both with glibc's default malloc")
-    parser.add_argument("--out", default=str(ROOT / "results" / "bench_revisions.json"))
+    parser.add_argument("--what", choices=("update", "train"), default="update")
+    parser.add_argument("--steps", type=int, default=None, help="--what=train: env steps (default: 4 iterations)")
+    parser.add_argument("--out", default=None)
     args = parser.parse_args()
+    name = "bench_revisions.json" if args.what == "update" else "bench_revisions_train.json"
+    args.out = args.out or str(ROOT / "results" / name)
     if args.rounds < 1 or args.reps < 1:
         parser.error("--rounds and --reps: allowed: integers >= 1")
     try:
@@ -86,6 +111,11 @@ def main():
     head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
     dirty = bool(subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
                                 capture_output=True, text=True).stdout.strip())
+    if args.what == "train":
+        import mamba_jax as mj  # the working tree's presets give the env steps per iteration
+
+        c = mj.get_config(args.preset)
+        steps = args.steps or 4 * c.num_envs * c.meta_length
     rounds = []
     with tempfile.TemporaryDirectory() as tmp:
         base_dir = os.path.join(tmp, "base")
@@ -95,11 +125,20 @@ def main():
                 runs = [("base", base_dir, False), ("current", str(ROOT), not args.same_malloc)]
                 result = {}
                 for name, code_dir, huge in (runs if i % 2 == 0 else runs[::-1]):
-                    result[name] = time_update(code_dir, args.preset, args.reps, huge)
+                    if args.what == "update":
+                        result[name] = time_update(code_dir, args.preset, args.reps, huge)
+                        print(f"round {i + 1} {name:8s} {result[name]['seconds_per_update']:.3f} s/update "
+                              f"({result[name]['cpu_seconds_per_update']:.2f} CPU-s)", flush=True)
+                    else:
+                        result[name] = train_throughput(code_dir, args.preset, steps, huge)
+                        print(f"round {i + 1} {name:8s} {result[name]['env_steps_per_second']:.1f} env steps/s "
+                              f"(chunks: {result[name]['chunk_rates']})", flush=True)
                     result[name]["hugepages"] = huge
-                    print(f"round {i + 1} {name:8s} {result[name]['seconds_per_update']:.3f} s/update "
-                          f"({result[name]['cpu_seconds_per_update']:.2f} CPU-s)", flush=True)
-                result["speedup"] = result["base"]["seconds_per_update"] / result["current"]["seconds_per_update"]
+                if args.what == "update":
+                    result["speedup"] = result["base"]["seconds_per_update"] / result["current"]["seconds_per_update"]
+                else:
+                    result["speedup"] = (result["current"]["env_steps_per_second"]
+                                         / result["base"]["env_steps_per_second"])
                 rounds.append(result)
         finally:
             subprocess.run(["git", "worktree", "remove", "--force", base_dir], cwd=ROOT, check=False)
@@ -107,7 +146,9 @@ def main():
     print(f"median speedup of the working tree over {args.base} ({base_commit[:10]}): {speedup:.2f}x")
     record = {
         "command": (f"python -m experiments.bench_revisions --base={args.base} --preset={args.preset} "
-                    f"--rounds={args.rounds} --reps={args.reps}" + (" --same_malloc" if args.same_malloc else "")),
+                    f"--rounds={args.rounds} --reps={args.reps}" + (" --same_malloc" if args.same_malloc else "")
+                    + (f" --what=train" + (f" --steps={args.steps}" if args.steps else "") if args.what == "train" else "")),
+        "what": args.what,
         "base": base_commit, "current": head, "current_has_uncommitted_changes": dirty,
         "preset": args.preset, "platform": platform.platform(), "cpu_count": os.cpu_count(),
         "rounds": rounds, "median_speedup": speedup,

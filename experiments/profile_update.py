@@ -179,5 +179,5 @@ def main():
 
 
 if __name__ == "__main__":
-    reexec_with_hugepage_malloc()  # before any work: 1.3x faster updates on XLA:CPU (mamba_jax/hugepages.py)
+    reexec_with_hugepage_malloc()  # before any work: faster updates on XLA:CPU (see mamba_jax/hugepages.py)
     main()

@@ -1,0 +1,78 @@
+"""The benchmark drivers' own logic (flags, environments of the child processes, parsing), with the
+child processes replaced by fakes: the timings themselves are measured by running the scripts."""
+
+import json
+import subprocess
+import sys
+import types
+
+import pytest
+
+from experiments import bench_malloc, bench_revisions, bench_update
+
+
+def _fake_run(calls, stdout="", write_json=None):
+    def run(cmd, cwd=None, env=None, **kwargs):
+        calls.append({"cmd": cmd, "cwd": cwd, "env": env})
+        if write_json is not None:
+            out = [a for a in cmd if a.startswith("--out=")][0][len("--out="):]
+            with open(out, "w") as f:
+                json.dump(write_json, f)
+        return types.SimpleNamespace(stdout=stdout, stderr="", returncode=0)
+
+    return run
+
+
+def test_bench_malloc_runs_each_mode_with_its_environment(monkeypatch):
+    record = {"glibc_tunables": "x", "cases": [{"seconds_per_update": 1.0}]}
+    calls = []
+    monkeypatch.setenv("GLIBC_TUNABLES", "glibc.malloc.hugetlb=1")
+    monkeypatch.setattr(subprocess, "run", _fake_run(calls, write_json=record))
+    case = bench_malloc.run_bench("debug", 2, bench_malloc.MODES["default_malloc"])
+    assert case == {"seconds_per_update": 1.0, "glibc_tunables": "x"}
+    env = calls[0]["env"]
+    assert env["MAMBA_JAX_HUGEPAGES"] == "0" and "GLIBC_TUNABLES" not in env  # the parent's is not inherited
+    assert calls[0]["cmd"][1:5] == ["-m", "experiments.bench_update", "--preset=debug", "--reps=2"]
+    bench_malloc.run_bench("debug", 2, bench_malloc.MODES["hugepages"])
+    assert calls[1]["env"]["GLIBC_TUNABLES"] == "glibc.malloc.hugetlb=1"
+
+
+def test_bench_revisions_time_update_parses_the_child_result(monkeypatch):
+    calls = []
+    result = {"seconds_per_update": 2.5, "min_seconds": 2.4, "cpu_seconds_per_update": 5.0, "page_faults_per_update": 7}
+    monkeypatch.setattr(subprocess, "run", _fake_run(calls, stdout="noise\nRESULT " + json.dumps(result) + "\n"))
+    assert bench_revisions.time_update("/code", "debug", 3, hugepages=True) == result
+    assert calls[0]["env"]["PYTHONPATH"] == "/code" and calls[0]["cwd"] == "/code"
+    assert calls[0]["env"]["GLIBC_TUNABLES"] == "glibc.malloc.hugetlb=1"
+    assert calls[0]["cmd"][-2:] == ["debug", "3"]
+    bench_revisions.time_update("/code", "debug", 3, hugepages=False)
+    assert "GLIBC_TUNABLES" not in calls[1]["env"]
+
+
+def test_bench_revisions_train_throughput_reads_the_last_progress_line(monkeypatch):
+    lines = ("[   600/2400  25.0%]    675.4 steps/s | eval 0.5\n"
+             "[  1200/2400  50.0%]     98.2 steps/s | train 1.0\n"
+             "[  2400/2400 100.0%]    101.5 steps/s | train 1.1\n")
+    calls = []
+    monkeypatch.setattr(subprocess, "run", _fake_run(calls, stdout=lines))
+    out = bench_revisions.train_throughput("/code", "debug", 2400, hugepages=False)
+    assert out == {"env_steps_per_second": 101.5, "chunk_rates": [675.4, 98.2, 101.5]}
+    assert "--steps=2400" in calls[0]["cmd"] and calls[0]["env"]["MAMBA_JAX_HUGEPAGES"] == "0"
+    monkeypatch.setattr(subprocess, "run", _fake_run([], stdout=lines.splitlines()[0]))
+    with pytest.raises(RuntimeError, match="no steady-state progress line"):
+        bench_revisions.train_throughput("/code", "debug", 2400, hugepages=False)
+
+
+def test_bench_revisions_rejects_an_unknown_revision(monkeypatch, capsys):
+    monkeypatch.setattr(sys, "argv", ["bench_revisions", "--base=no-such-revision-xyz"])
+    with pytest.raises(SystemExit):
+        bench_revisions.main()
+    assert "--base='no-such-revision-xyz': not a git revision" in capsys.readouterr().err
+
+
+def test_bench_update_rejects_an_unknown_preset(monkeypatch, capsys):
+    monkeypatch.setattr(sys, "argv", ["bench_update", "--preset=bogus"])
+    monkeypatch.setattr(bench_update, "matmul_flop_per_second", lambda: pytest.fail("must fail before timing"))
+    with pytest.raises(SystemExit):
+        bench_update.main()
+    assert "--preset='bogus': allowed: point_robot" in capsys.readouterr().err
