@@ -1,4 +1,4 @@
-"""Transparent huge pages for host `malloc` on Linux/glibc: a 1.35x faster update on XLA:CPU.
+"""Transparent huge pages for host `malloc` on Linux/glibc: faster XLA:CPU executables.
 
 XLA's CPU runtime mallocs the temporary buffers of an executable on every call and frees them
 afterwards. glibc serves such large blocks with fresh `mmap`s, so every call touches its whole
@@ -6,8 +6,9 @@ working set as new 4-KiB pages: one update of the full `point_robot` preset page
 1.5-1.9 GB (380-480k minor faults, 1.5-2 s of kernel CPU time per update on 2 cores).
 glibc >= 2.35 has a tunable, `glibc.malloc.hugetlb=1`, that makes malloc request transparent
 huge pages (madvise) for those blocks: 23x fewer faults (380k -> 16k per update), a third of the
-kernel time, and a 1.35x faster point_robot update (median of 3 interleaved rounds:
-`python -m experiments.bench_malloc` -> `results/bench_malloc.json`). A preloaded tcmalloc
+kernel time, and a 1.35x faster point_robot update timed alone (median of 3 interleaved rounds:
+`python -m experiments.bench_malloc` -> `results/bench_malloc.json`). A training chunk, which
+allocates once for all the updates inside it, gains less (README, "Against the authors' code"). A preloaded tcmalloc
 (`LD_PRELOAD=libtcmalloc_minimal.so.4`), which keeps freed memory for reuse, did as well in a
 quick check (not in the benchmark).
 

@@ -58,8 +58,11 @@ def test_thp_setting_is_read_from_the_kernel_file(tmp_path):
 def test_reexec_runs_the_same_command_once_with_the_tunable():
     """A child that calls reexec_with_hugepage_malloc() and prints its tunables prints exactly once,
     with the tunable where this machine supports it and unchanged where it does not."""
-    code = ("import os; from mamba_jax.hugepages import reexec_with_hugepage_malloc as r; r(); "
-            "print('TUNABLES=' + os.environ.get('GLIBC_TUNABLES', ''))")
+    # the module loaded from its file alone (not through the mamba_jax package, which imports JAX)
+    code = ("import importlib.util, os; "
+            f"spec = importlib.util.spec_from_file_location('hugepages', {hugepages.__file__!r}); "
+            "m = importlib.util.module_from_spec(spec); spec.loader.exec_module(m); "
+            "m.reexec_with_hugepage_malloc(); print('TUNABLES=' + os.environ.get('GLIBC_TUNABLES', ''))")
     env = {k: v for k, v in os.environ.items() if k not in ("GLIBC_TUNABLES", "MAMBA_JAX_HUGEPAGES")}
     expected_env = hugepages.hugepage_environment(env)
     expected = expected_env["GLIBC_TUNABLES"] if expected_env else ""
