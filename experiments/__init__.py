@@ -5,9 +5,37 @@
 * `experiments.bench_envs`: env steps per second vs vmap width -> results/bench_envs.json.
 """
 
+import json
+import os
+import pathlib
+
 
 def check_choices(kind: str, values, allowed) -> None:
     """Raises ValueError naming the allowed values when one of `values` is not in `allowed`."""
     for value in values:
         if value not in allowed:
             raise ValueError(f"unknown {kind} {value!r}; allowed: {', '.join(allowed)}")
+
+
+def write_json_record(path, record: dict) -> None:
+    """Writes a benchmark's `record` as indented JSON to `path` (parents created) and says so."""
+    path = pathlib.Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(record, indent=2) + "\n")
+    print(f"wrote {path}")
+
+
+def child_env(hugepages: bool, pythonpath: str | None = None) -> dict:
+    """This process's environment for a benchmark's child process, with huge pages for malloc set
+    explicitly on or off (mamba_jax/hugepages.py), whatever this process runs with; `pythonpath`
+    (optional) replaces PYTHONPATH, to run another checkout's code."""
+    from mamba_jax.hugepages import OPT_OUT_VAR, TUNABLE  # here: plot / summarize need no JAX import
+
+    env = {k: v for k, v in os.environ.items() if k != "GLIBC_TUNABLES"}
+    if hugepages:
+        env["GLIBC_TUNABLES"] = TUNABLE
+    else:
+        env[OPT_OUT_VAR] = "0"
+    if pythonpath is not None:
+        env["PYTHONPATH"] = pythonpath
+    return env

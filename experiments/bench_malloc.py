@@ -23,19 +23,17 @@ import subprocess
 import sys
 import tempfile
 
+from experiments import child_env, write_json_record
+
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-MODES = {
-    "default_malloc": {"MAMBA_JAX_HUGEPAGES": "0"},
-    "hugepages": {"GLIBC_TUNABLES": "glibc.malloc.hugetlb=1"},
-}
+MODES = {"default_malloc": False, "hugepages": True}  # mode -> huge pages for malloc
 
 
-def run_bench(preset: str, reps: int, env_extra: dict) -> dict:
+def run_bench(preset: str, reps: int, hugepages: bool) -> dict:
     """One `bench_update --preset` in a fresh process; returns its case record."""
     with tempfile.TemporaryDirectory() as tmp:
         out = os.path.join(tmp, "bench.json")
-        env = {k: v for k, v in os.environ.items() if k != "GLIBC_TUNABLES"}
-        env.update(env_extra)
+        env = child_env(hugepages)
         cmd = [sys.executable, "-m", "experiments.bench_update", f"--preset={preset}", f"--reps={reps}", f"--out={out}"]
         subprocess.run(cmd, cwd=ROOT, env=env, check=True, stdout=subprocess.DEVNULL)
         record = json.loads(pathlib.Path(out).read_text())
@@ -78,9 +76,7 @@ def main():
         "rounds": rounds,
         "median_speedup": speedup,
     }
-    pathlib.Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    pathlib.Path(args.out).write_text(json.dumps(record, indent=2) + "\n")
-    print(f"wrote {args.out}")
+    write_json_record(args.out, record)
 
 
 if __name__ == "__main__":

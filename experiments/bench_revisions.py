@@ -31,6 +31,8 @@ import subprocess
 import sys
 import tempfile
 
+from experiments import child_env, write_json_record
+
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 # Runs with the code of the directory on PYTHONPATH; uses only APIs that exist at older revisions.
@@ -63,11 +65,9 @@ print("RESULT " + json.dumps({"seconds_per_update": sorted(times)[len(times) // 
 
 
 def time_update(code_dir: str, preset: str, reps: int, hugepages: bool) -> dict:
-    env = {k: v for k, v in os.environ.items() if k not in ("GLIBC_TUNABLES", "PYTHONPATH")}
-    env["PYTHONPATH"] = code_dir
-    if hugepages:
-        env["GLIBC_TUNABLES"] = "glibc.malloc.hugetlb=1"
-    out = subprocess.run([sys.executable, "-c", TIMER, preset, str(reps)], cwd=code_dir, env=env,
+    """One update's timing (the TIMER script) in a fresh process with the code in code_dir."""
+    out = subprocess.run([sys.executable, "-c", TIMER, preset, str(reps)], cwd=code_dir,
+                         env=child_env(hugepages, pythonpath=code_dir),
                          capture_output=True, text=True, check=True).stdout
     line = [l for l in out.splitlines() if l.startswith("RESULT ")][-1]
     return json.loads(line[len("RESULT "):])
@@ -75,9 +75,7 @@ def time_update(code_dir: str, preset: str, reps: int, hugepages: bool) -> dict:
 
 def train_throughput(code_dir: str, preset: str, steps: int, hugepages: bool) -> dict:
     """Env steps per second of the last chunk of a short training run with the code in code_dir."""
-    env = {k: v for k, v in os.environ.items() if k not in ("GLIBC_TUNABLES", "PYTHONPATH")}
-    env["PYTHONPATH"] = code_dir
-    env["MAMBA_JAX_HUGEPAGES"] = "1" if hugepages else "0"  # launchers that know it re-exec with huge pages
+    env = child_env(hugepages, pythonpath=code_dir)
     with tempfile.TemporaryDirectory() as logdir:
         cmd = [sys.executable, "-m", "experiments.train", f"--env={preset}", f"--steps={steps}", "--chunk_iterations=1",
                "--eval_every=1", "--nofinal_test", f"--logdir={logdir}/run"]
@@ -144,18 +142,17 @@ def main():
             subprocess.run(["git", "worktree", "remove", "--force", base_dir], cwd=ROOT, check=False)
     speedup = statistics.median(r["speedup"] for r in rounds)
     print(f"median speedup of the working tree over {args.base} ({base_commit[:10]}): {speedup:.2f}x")
+    flags = [f"--base={args.base}", f"--preset={args.preset}", f"--rounds={args.rounds}", f"--reps={args.reps}"]
+    flags += ["--same_malloc"] if args.same_malloc else []
+    flags += ["--what=train"] + ([f"--steps={args.steps}"] if args.steps else []) if args.what == "train" else []
     record = {
-        "command": (f"python -m experiments.bench_revisions --base={args.base} --preset={args.preset} "
-                    f"--rounds={args.rounds} --reps={args.reps}" + (" --same_malloc" if args.same_malloc else "")
-                    + (f" --what=train" + (f" --steps={args.steps}" if args.steps else "") if args.what == "train" else "")),
+        "command": "python -m experiments.bench_revisions " + " ".join(flags),
         "what": args.what,
         "base": base_commit, "current": head, "current_has_uncommitted_changes": dirty,
         "preset": args.preset, "platform": platform.platform(), "cpu_count": os.cpu_count(),
         "rounds": rounds, "median_speedup": speedup,
     }
-    pathlib.Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    pathlib.Path(args.out).write_text(json.dumps(record, indent=2) + "\n")
-    print(f"wrote {args.out}")
+    write_json_record(args.out, record)
 
 
 if __name__ == "__main__":

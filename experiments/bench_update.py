@@ -45,6 +45,7 @@ from gymnax.environments import spaces
 
 import mamba_jax as mj
 from experiments import flops as flop_counter
+from experiments import write_json_record
 from mamba_jax import agent as agent_lib
 from mamba_jax import config as cfg
 from mamba_jax.hugepages import reexec_with_hugepage_malloc
@@ -214,9 +215,7 @@ def main():
         "cases": results,
         **extra,
     }
-    pathlib.Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    pathlib.Path(args.out).write_text(json.dumps(record, indent=2) + "\n")
-    print(f"wrote {args.out}")
+    write_json_record(args.out, record)
 
 
 if __name__ == "__main__":

@@ -29,7 +29,6 @@ Writes results/profile_update.json.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import pathlib
 import platform
@@ -41,6 +40,7 @@ import jax.numpy as jnp
 
 import mamba_jax as mj
 from experiments import flops as flop_counter
+from experiments import write_json_record
 from experiments.bench_update import flops_of, matmul_flop_per_second, matmul_rate, random_batch, spaces_for
 from mamba_jax import agent as agent_lib
 from mamba_jax import config as cfg
@@ -173,9 +173,7 @@ def main():
         "load_average_at_start": load_start, "flop_count": "matmul + conv FLOPs of the jaxpr, loops included",
         "pieces": records, "sum_of_update_pieces_seconds": sum_parts, "share_of_summed_pieces": share,
     }
-    pathlib.Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    pathlib.Path(args.out).write_text(json.dumps(record, indent=2) + "\n")
-    print(f"wrote {args.out}")
+    write_json_record(args.out, record)
 
 
 if __name__ == "__main__":

@@ -8,9 +8,9 @@ glibc >= 2.35 has a tunable, `glibc.malloc.hugetlb=1`, that makes malloc request
 huge pages (madvise) for those blocks: 23x fewer faults (380k -> 16k per update), a third of the
 kernel time, and a 1.35x faster point_robot update timed alone (median of 3 interleaved rounds:
 `python -m experiments.bench_malloc` -> `results/bench_malloc.json`). A training chunk, which
-allocates once for all the updates inside it, gains less (README, "Against the authors' code"). A preloaded tcmalloc
-(`LD_PRELOAD=libtcmalloc_minimal.so.4`), which keeps freed memory for reuse, did as well in a
-quick check (not in the benchmark).
+allocates once for all the updates inside it, gains less (README, "Against the authors' code").
+A preloaded tcmalloc (`LD_PRELOAD=libtcmalloc_minimal.so.4`), which keeps freed memory for reuse,
+did as well in a quick check (not in the benchmark).
 
 Tunables are read when a process starts, so `reexec_with_hugepage_malloc()` re-executes the
 current command once with the tunable added to `GLIBC_TUNABLES`. The launchers in `experiments/`
