@@ -43,8 +43,9 @@ def test_actor_loss_equals_the_plain_formula():
         return B.actor_loss(actor_params, beh, wm, p["wm"], p["critic"], start, jnp.ones(n), st.retnorm, key)[0]
 
     key = jax.random.PRNGKey(9)
-    want, g_want = jax.value_and_grad(plain)(p["actor"], key)
-    got, g_got = jax.value_and_grad(ours)(p["actor"], key)
+    # jitted: op by op, the two gradients took a minute on the 2-core machine
+    want, g_want = jax.jit(jax.value_and_grad(plain))(p["actor"], key)
+    got, g_got = jax.jit(jax.value_and_grad(ours))(p["actor"], key)
     # the loss is a small difference (returns - values, ~1e-4 here): compare it to float32 rounding
     # of the heads' outputs (~1e-7; ours evaluates them on s_0 and s_1..s_H as separate batches)
     np.testing.assert_allclose(got, want, rtol=1e-6, atol=2e-7)

@@ -156,7 +156,8 @@ def test_vmap_over_seeds_equals_separate_calls(baseline):
         s, m = update(singles[i], jax.tree.map(lambda x: x[i], batches), upd_keys[i])
         tree_allclose(jax.tree.map(lambda x: x[i], vstates.params), s.params, rtol=1e-4, atol=1e-6)
         np.testing.assert_allclose(vmetrics["wm/loss"][i], m["wm/loss"], rtol=1e-5)
-        np.testing.assert_allclose(vmetrics["actor/loss"][i], m["actor/loss"], rtol=1e-4, atol=1e-7)
+        # the actor loss is a small difference (~2e-4 here): float32 rounding of its terms is ~1e-7
+        np.testing.assert_allclose(vmetrics["actor/loss"][i], m["actor/loss"], rtol=1e-4, atol=1e-6)
 
 
 def test_bad_batches_and_spaces_raise(setup):

@@ -78,7 +78,8 @@ def _compiled_training(stderr: str) -> list[str]:
 
 
 def _launch(*flags):
-    env = dict(os.environ, JAX_LOG_COMPILES="1", PYTHONPATH=REPO)
+    # MAMBA_JAX_HUGEPAGES=0: no re-exec with huge pages (it would import everything twice)
+    env = dict(os.environ, JAX_LOG_COMPILES="1", PYTHONPATH=REPO, MAMBA_JAX_HUGEPAGES="0")
     return subprocess.run([sys.executable, "-m", "experiments.train", *flags], cwd=REPO, env=env,
                           capture_output=True, text=True, timeout=120)
 

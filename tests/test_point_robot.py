@@ -193,7 +193,10 @@ def test_oracle_beats_bayes_beats_random(returns):
 def test_bayes_matches_the_oracle_after_episode_one(returns):
     name, _, _, out = returns
     oracle, bayes = out["oracle"]["episode_returns"], out["bayes"]["episode_returns"]
-    tolerance = 1e-3 if name == "point_robot" else 2.0  # exact goal inference without wind
+    # Without wind the goal is inferred exactly up to float32 rounding, which depends on how XLA
+    # compiles the arithmetic (at LLVM opt level 0 one task of 16 differed by 0.011 in an episode's
+    # return of ~93); a wrongly inferred goal would cost whole steps of reward (up to 1 each).
+    tolerance = 0.05 if name == "point_robot" else 2.0
     np.testing.assert_allclose(bayes[:, 1:], oracle[:, 1:], atol=tolerance)
     assert np.all(bayes[:, 0] < oracle[:, 0])  # exploring costs in episode 1
 

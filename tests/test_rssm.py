@@ -16,7 +16,7 @@ RSSM_SMALL = RSSM(deter=12, hidden=6, stoch=3, classes=4, unimix=0.01)
 def setup():
     key = jax.random.PRNGKey(0)
     state = {"deter": jnp.zeros((12,)), "stoch": jnp.zeros((3, 4)), "logits": jnp.zeros((3, 4))}
-    params = RSSM_SMALL.init(key, state, jnp.zeros((A,)), jnp.zeros((E,)), jnp.array(True), key)
+    params = jax.jit(RSSM_SMALL.init)(key, state, jnp.zeros((A,)), jnp.zeros((E,)), jnp.array(True), key)
     # a non-zero learned initial state, so that resets are visible
     params = jax.tree.map(lambda x: x, params)
     params["params"]["initial_deter"] = jax.random.normal(jax.random.PRNGKey(5), (12,))

@@ -71,7 +71,8 @@ def params_of(state):
 def multi_device(tmp_path_factory):
     """Starts the 4-device run in a subprocess (collected by test_four_devices_match_one)."""
     logdir = str(tmp_path_factory.mktemp("multi"))
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4", JAX_PLATFORMS="cpu",
+    flags = (os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=4").strip()
+    env = dict(os.environ, XLA_FLAGS=flags, JAX_PLATFORMS="cpu",
                PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""),
                JAX_COMPILATION_CACHE_DIR=os.environ.get("MAMBA_JAX_CACHE", os.path.join(REPO, ".jax_cache")))
     proc = subprocess.Popen([sys.executable, "-c", MULTI_DEVICE, logdir], cwd=REPO, env=env,

@@ -42,7 +42,7 @@ def collect_point_robot(key, batch: int, num_episodes: int = N, episode_length: 
             "is_terminal": cat(jnp.array(False), term),
         }
 
-    return jax.vmap(one)(jax.random.split(key, batch))
+    return jax.jit(jax.vmap(one))(jax.random.split(key, batch))
 
 
 @pytest.fixture(scope="module")
