@@ -8,7 +8,7 @@ import types
 
 import pytest
 
-from experiments import bench_malloc, bench_revisions, bench_update
+from experiments import bench_malloc, bench_revisions, bench_train, bench_update
 
 
 def _fake_run(calls, stdout="", write_json=None):
@@ -70,9 +70,20 @@ def test_bench_revisions_rejects_an_unknown_revision(monkeypatch, capsys):
     assert "--base='no-such-revision-xyz': not a git revision" in capsys.readouterr().err
 
 
-def test_bench_update_rejects_an_unknown_preset(monkeypatch, capsys):
-    monkeypatch.setattr(sys, "argv", ["bench_update", "--preset=bogus"])
+@pytest.mark.parametrize("script", [bench_update, bench_train])
+def test_bench_rejects_an_unknown_preset(script, monkeypatch, capsys):
+    monkeypatch.setattr(sys, "argv", ["bench", "--preset=bogus"])
     monkeypatch.setattr(bench_update, "matmul_flop_per_second", lambda: pytest.fail("must fail before timing"))
     with pytest.raises(SystemExit):
-        bench_update.main()
+        script.main()
     assert "--preset='bogus': allowed: point_robot" in capsys.readouterr().err
+
+
+def test_bench_train_derived_figures_by_hand():
+    med = {"chunk": 30.0, "collection_like": 1.0, "evaluation": 2.0, "checkpoint": 1.0}
+    out = bench_train.derived_figures(med, env_steps=3000, updates=10, iterations_per_eval=3)
+    assert out["update_in_chunk_seconds"] == pytest.approx(2.9)  # (30 - 1) / 10
+    assert out["collection_share_of_chunk"] == pytest.approx(1 / 30)
+    assert out["env_steps_per_second"] == pytest.approx(100.0)
+    assert out["env_steps_per_second_with_eval"] == pytest.approx(3000 / 31.0)  # + (2 + 1) / 3 per iteration
+
