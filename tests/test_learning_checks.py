@@ -9,6 +9,10 @@
 * One `update` applies each optimiser to its own params with its own learning rate (Adam's
   first step moves a parameter by lr * g / (|g| + eps): at most lr) and the slow critic is
   exactly the EMA (1 - rate) * slow + rate * new critic.
+* Free bits bias the prior of a rare latent event: trained by the clipped dyn loss alone, a
+  prior's probability of an event that the posterior reports on a fraction p of the steps
+  converges to about e^-1 whatever p is (the steps without the event have KL below the floor and
+  give no gradient), and to p without the floor (docs/learning_checks.md, fourth round).
 """
 
 import jax
@@ -22,6 +26,7 @@ import mamba_jax as mj
 from mamba_jax import dists
 from mamba_jax.behavior import actor_loss
 from mamba_jax.rssm import RSSM, feature
+from mamba_jax.world_model import kl_losses
 from test_world_model import collect_point_robot
 
 
@@ -112,3 +117,37 @@ def test_update_applies_each_optimiser_and_the_slow_critic_ema(debug_state):
                                    jax.tree.leaves(state.params["slow_critic"]),
                                    jax.tree.leaves(new.params["critic"])):
         np.testing.assert_allclose(s_new, (1 - rate) * s_old + rate * c_new, rtol=1e-6, atol=1e-9)
+
+
+def _prior_of_a_rare_event(rate: float, free_bits: float, steps: int = 1500, batch: int = 512) -> float:
+    """A 4-class prior (free logits) trained by Adam on the mean clipped dyn loss against posteriors
+    that are class 1 with probability `rate` and class 0 otherwise (1 % uniform mix); returns its
+    final probability of class 1."""
+    classes = 4
+    mixed = lambda c: jnp.log(0.99 * jax.nn.one_hot(c, classes) + 0.01 / classes)  # noqa: E731
+    tx = optax.adam(1e-2)
+
+    def loss(logits, event):
+        post = jnp.where(event[:, None], mixed(1), mixed(0))[:, None, :]  # [batch, S=1, C]
+        return kl_losses(post, jnp.broadcast_to(logits, post.shape), free_bits)[0].mean()
+
+    def step(carry, key):
+        logits, opt = carry
+        grad = jax.grad(loss)(logits, jax.random.uniform(key, (batch,)) < rate)
+        updates, opt = tx.update(grad, opt)
+        return (optax.apply_updates(logits, updates), opt), None
+
+    logits = jnp.zeros((classes,))
+    keys = jax.random.split(jax.random.PRNGKey(0), steps)
+    (logits, _), _ = jax.jit(lambda c, k: jax.lax.scan(step, c, k))((logits, tx.init(logits)), keys)
+    return float(jax.nn.softmax(logits)[1])
+
+
+@pytest.mark.parametrize("rate", [0.02, 0.115])
+def test_free_bits_pull_a_rare_events_prior_to_about_one_over_e(rate):
+    with_floor = _prior_of_a_rare_event(rate, free_bits=1.0)
+    without = _prior_of_a_rare_event(rate, free_bits=0.0)
+    # With the floor the event's steps stop pulling once -log q < 1 nat, i.e. q = e^-1 (the 1 %
+    # mix moves it slightly); the other steps (KL = -log(1 - q) < 1) never push back.
+    assert 0.30 < with_floor < 0.42, with_floor
+    assert abs(without - rate) < 0.2 * rate + 0.005, without
