@@ -47,7 +47,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def timed(fn) -> float:
-    """Seconds of one call of fn() (its result blocked on)."""
+    """Seconds of one call of fn() (its result, if any, blocked on)."""
     t = time.perf_counter()
     jax.block_until_ready(fn())
     return time.perf_counter() - t
@@ -99,24 +99,21 @@ def main():
     collect_tasks, eval_tasks = tasks(config.num_envs), tasks(config.eval_tasks)
     for reset in (collect_tasks, eval_tasks):  # compile both widths
         jax.block_until_ready(fns.evaluate(state, reset, policy_keys))
-    checkpointer_dir = tempfile.mkdtemp(prefix="bench_train_ckpt_")
-    checkpointer = ckpt_lib.Checkpointer(checkpointer_dir, max_to_keep=1)
-    meta = {"env_steps": 0}
     times = {name: [] for name in ("chunk", "collection_like", "evaluation", "checkpoint")}
     iteration = int(train.to_host(state.iterations)[0])
-    for rep in range(args.reps):
-        t = time.perf_counter()
-        state, summary = fns.train_chunk(state, np.int32(iteration))
-        jax.block_until_ready(summary)
-        times["chunk"].append(time.perf_counter() - t)
-        iteration += 1
-        times["collection_like"].append(timed(lambda: fns.evaluate(state, collect_tasks, policy_keys)))
-        times["evaluation"].append(timed(lambda: fns.evaluate(state, eval_tasks, policy_keys)))
-        t = time.perf_counter()
-        checkpointer.save(rep + 1, state, meta)
-        times["checkpoint"].append(time.perf_counter() - t)
-        print(f"rep {rep + 1}: " + ", ".join(f"{k} {v[-1]:.2f} s" for k, v in times.items()), flush=True)
-    checkpointer.close()
+    with tempfile.TemporaryDirectory(prefix="bench_train_ckpt_") as checkpoint_dir:  # a whole replay per save
+        checkpointer = ckpt_lib.Checkpointer(checkpoint_dir, max_to_keep=1)
+        for rep in range(args.reps):
+            t = time.perf_counter()
+            state, summary = fns.train_chunk(state, np.int32(iteration))
+            jax.block_until_ready(summary)
+            times["chunk"].append(time.perf_counter() - t)
+            iteration += 1
+            times["collection_like"].append(timed(lambda: fns.evaluate(state, collect_tasks, policy_keys)))
+            times["evaluation"].append(timed(lambda: fns.evaluate(state, eval_tasks, policy_keys)))
+            times["checkpoint"].append(timed(lambda: checkpointer.save(rep + 1, state, {"env_steps": 0})))
+            print(f"rep {rep + 1}: " + ", ".join(f"{k} {v[-1]:.2f} s" for k, v in times.items()), flush=True)
+        checkpointer.close()
     finite = bool(np.all(np.isfinite(train.to_host(summary["train/wm/loss"]))))
 
     update = bench_update.bench_case(config, config.meta_length, args.reps)
@@ -137,7 +134,7 @@ def main():
         "env_steps_per_iteration": steps,
         "updates_per_iteration": num_updates,
         "iterations_per_evaluation": iterations_per_eval,
-        "seconds": {k: v for k, v in times.items()},
+        "seconds": times,
         "median_seconds": med,
         "update_alone_seconds": update["seconds_per_update"],
         **derived_figures(med, steps, num_updates, iterations_per_eval),

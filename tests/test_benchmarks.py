@@ -86,4 +86,3 @@ def test_bench_train_derived_figures_by_hand():
     assert out["collection_share_of_chunk"] == pytest.approx(1 / 30)
     assert out["env_steps_per_second"] == pytest.approx(100.0)
     assert out["env_steps_per_second_with_eval"] == pytest.approx(3000 / 31.0)  # + (2 + 1) / 3 per iteration
-
