@@ -265,6 +265,23 @@ def make_mesh(num_seeds: int, devices=None) -> Mesh:
     return Mesh(grid, ("seed", "data"))
 
 
+def over_seeds(fn, num_seeds: int, in_axes=0):
+    """`jax.vmap(fn, in_axes, spmd_axis_name="seed")` over the leading seed axis of the arguments
+    with in_axes 0 (the others are shared). With one seed it calls fn on the squeezed arguments
+    and adds the axis back instead: a vmap of size 1 ran ten full point_robot updates 11 % slower
+    (30.8 s against 27.7 s, interleaved in one process); the results agree up to float rounding
+    (tests/test_train.py)."""
+    if num_seeds != 1:
+        return jax.vmap(fn, in_axes=in_axes, spmd_axis_name="seed")
+
+    def one_seed(*args):
+        axes = in_axes if isinstance(in_axes, tuple) else (in_axes,) * len(args)
+        args = [a if ax is None else jax.tree.map(lambda x: x[0], a) for a, ax in zip(args, axes)]
+        return jax.tree.map(lambda x: x[None], fn(*args))
+
+    return one_seed
+
+
 class RunFunctions(NamedTuple):
     """The jitted, seed-vmapped, sharded functions of a run."""
 
@@ -290,8 +307,8 @@ def compile_run(
     trainer = make_train(config, env, env_params, chunk_iterations, agent=agent, mesh=mesh)
     sharding = NamedSharding(mesh, P("seed"))
 
-    def vmap(fn):
-        return jax.vmap(fn, spmd_axis_name="seed")
+    def vmap(fn, in_axes=0):
+        return over_seeds(fn, num_seeds, in_axes)
 
     def evaluate(state, reset_keys, key):
         return trainer.evaluate(state.agent, reset_keys, key)
@@ -304,7 +321,7 @@ def compile_run(
         sharding=sharding,
         init=jax.jit(vmap(trainer.init), in_shardings=sharding, out_shardings=sharding),
         train_chunk=jax.jit(
-            jax.vmap(trainer.train_chunk, in_axes=(0, None), spmd_axis_name="seed"),
+            vmap(trainer.train_chunk, in_axes=(0, None)),
             in_shardings=(sharding, NamedSharding(mesh, P())),
             out_shardings=sharding,
             donate_argnums=0,

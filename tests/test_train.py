@@ -217,6 +217,24 @@ def test_horizon_switch_stays_a_switch_under_seed_vmap(full_run, functions):
     assert "cond" in _primitives(jaxpr.jaxpr, set())
 
 
+def test_one_seed_run_matches_seed_0_of_two(functions):
+    """With one seed the run's functions skip the vmap (train.over_seeds); its init and a chunk
+    give what seed 0 of the two-seed (vmapped) functions gives, up to float rounding."""
+    env, params = envs.make(CONFIG.env, num_episodes=CONFIG.num_episodes, episode_length=CONFIG.episode_length)
+    one = tr.compile_run(CONFIG, env, params, num_seeds=1, chunk_iterations=1)
+    keys = tr.seed_keys(3, 2)
+    two_state, one_state = functions.init(keys), one.init(keys[:1])
+    np.testing.assert_array_equal(one_state.replay.data["obs"]["obs"], two_state.replay.data["obs"]["obs"][:1])
+    two_state, two_summary = functions.train_chunk(two_state, np.int32(0))
+    one_state, one_summary = one.train_chunk(one_state, np.int32(0))
+    assert jax.tree.structure(one_summary) == jax.tree.structure(two_summary)
+    for a, b in zip(params_of(one_state), params_of(two_state)):
+        assert a.shape[0] == 1
+        np.testing.assert_allclose(a, b[:1], rtol=1e-4, atol=1e-5)
+    for a, b in zip(jax.tree.leaves(one_summary), jax.tree.leaves(two_summary)):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b)[:1], rtol=1e-4, atol=1e-5)
+
+
 def test_baseline_windows_fit_the_agent():
     """The DreamerV3 baseline samples windows of window_length entries that the agent accepts."""
     config = get_config("debug", mamba=False)
