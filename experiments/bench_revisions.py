@@ -64,10 +64,13 @@ print("RESULT " + json.dumps({"seconds_per_update": sorted(times)[len(times) // 
 """
 
 
-def time_update(code_dir: str, preset: str, reps: int, hugepages: bool) -> dict:
-    """One update's timing (the TIMER script) in a fresh process with the code in code_dir."""
-    out = subprocess.run([sys.executable, "-c", TIMER, preset, str(reps)], cwd=code_dir,
-                         env=child_env(hugepages, pythonpath=code_dir),
+def time_update(code_dir: str, preset: str, reps: int, hugepages: bool, xla_flags: str | None = None) -> dict:
+    """One update's timing (the TIMER script) in a fresh process with the code in code_dir;
+    `xla_flags` (optional) replaces XLA_FLAGS there."""
+    env = child_env(hugepages, pythonpath=code_dir)
+    if xla_flags is not None:
+        env["XLA_FLAGS"] = xla_flags
+    out = subprocess.run([sys.executable, "-c", TIMER, preset, str(reps)], cwd=code_dir, env=env,
                          capture_output=True, text=True, check=True).stdout
     line = [l for l in out.splitlines() if l.startswith("RESULT ")][-1]
     return json.loads(line[len("RESULT "):])

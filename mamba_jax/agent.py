@@ -30,6 +30,7 @@ from gymnax.environments import spaces
 from mamba_jax import config as cfg
 from mamba_jax.behavior import Behavior, RetNorm, actor_loss, critic_loss
 from mamba_jax.config import Config
+from mamba_jax.explore import Ensemble, ensemble_loss
 from mamba_jax.nets import ObsSpec
 from mamba_jax.rssm import RSSM, feature
 from mamba_jax.world_model import WorldModel, gather_time, sample_times, wm_value_and_grad
@@ -42,8 +43,9 @@ BASELINE_KEYS = ("obs",)
 class AgentState:
     """Params, optimiser states and counters of one agent (one seed).
 
-    params:    {"wm": {...}, "actor": ..., "critic": ..., "slow_critic": ...}
-    opt_state: {"wm": ..., "actor": ..., "critic": ...} (optax)
+    params:    {"wm": {...}, "actor": ..., "critic": ..., "slow_critic": ...}, and "explore" (the
+               disagreement ensemble) when config.expl_scale > 0
+    opt_state: {"wm": ..., "actor": ..., "critic": ...} (optax), and "explore" likewise
     retnorm:   RetNorm (EMA of the return percentiles)
     env_steps: int32 [] real env transitions so far (set by the trainer)
     updates:   int32 [] updates done
@@ -86,11 +88,18 @@ def _optimisers(config: Config) -> dict:
     def make(lr, eps, clip):
         return optax.flatten(optax.chain(optax.clip_by_global_norm(clip), optax.adam(lr, eps=eps)))
 
-    return {
+    tx = {
         "wm": make(config.wm_lr, config.wm_eps, config.wm_clip),
         "actor": make(config.actor_lr, config.actor_eps, config.actor_clip),
         "critic": make(config.critic_lr, config.critic_eps, config.critic_clip),
     }
+    if config.expl_scale > 0:  # the ensemble is a world-model part: the world model's optimiser settings
+        tx["explore"] = make(config.wm_lr, config.wm_eps, config.wm_clip)
+    return tx
+
+
+def _ensemble(config: Config, wm: WorldModel, action_dim: int) -> Ensemble | None:
+    return Ensemble.create(config, wm.feature_size, action_dim) if config.expl_scale > 0 else None
 
 
 def _obs_spec(config: Config, obs_space) -> ObsSpec:
@@ -129,10 +138,13 @@ def init(key: jax.Array, config: Config, obs_space, action_space) -> AgentState:
     wm = _world_model(config, spec, action_dim)
     beh = _behavior(config, action_dim, discrete)
     tx = _optimisers(config)
+    ens = _ensemble(config, wm, action_dim)
 
     def fresh(key):
         k_wm, k_beh = jax.random.split(key)
         params = {"wm": wm.init(k_wm), **beh.init(k_beh, wm.feature_size)}
+        if ens is not None:  # its own key, so that the other params do not depend on the option
+            params["explore"] = ens.init(jax.random.fold_in(key, 1))
         return params, {name: tx[name].init(params[name]) for name in tx}
 
     # One compiled initialisation: op by op, flax's init of the debug networks took 13 s on a 2-core
@@ -217,14 +229,26 @@ def _update_length(agent_state: AgentState, batch: dict, key: jax.Array, h_wm, l
     params, opt = agent_state.params, agent_state.opt_state
     batch = jax.tree.map(lambda x: x[:, : length + 1], batch)
     k_wm, k_start, k_actor = jax.random.split(key, 3)
+    new_params, new_opt, extra_metrics = {}, {}, {}
 
     # world model
     (_, (wm_metrics, post)), g_wm = wm_value_and_grad(wm, params["wm"], batch, k_wm, h_wm, c)
     upd, opt_wm = tx["wm"].update(g_wm, opt["wm"], params["wm"])
     wm_params = optax.apply_updates(params["wm"], upd)
 
-    # imagination starts: posterior states (computed with the pre-update params), stop-gradient
     B = batch["is_first"].shape[0]
+    bonus_fn = None
+    ens = _ensemble(c, wm, agent_state.action_dim)
+    if ens is not None:  # the disagreement ensemble, on the replay's posterior transitions
+        idx, _ = sample_times(jax.random.fold_in(key, 1), h_wm - 1, B, length - 1, c.recon_subsample)
+        ens_loss = lambda p: ensemble_loss(ens, p, post, batch["action"], batch["is_first"], h_wm, idx)  # noqa: E731
+        (_, extra_metrics), g_ens = jax.value_and_grad(ens_loss, has_aux=True)(params["explore"])
+        upd, new_opt["explore"] = tx["explore"].update(g_ens, opt["explore"], params["explore"])
+        new_params["explore"] = optax.apply_updates(params["explore"], upd)
+        extra_metrics["expl/grad_norm"] = optax.tree.norm(g_ens)
+        bonus_fn = lambda f, a: c.expl_scale * ens.disagreement(new_params["explore"], f, a)  # noqa: E731
+
+    # imagination starts: posterior states (computed with the pre-update params), stop-gradient
     idx, weight = sample_times(k_start, h_wm, B, length, c.imag_starts_per_seq)
     start = jax.tree.map(lambda x: x.reshape((-1,) + x.shape[2:]), gather_time(post, idx))
     start_weight = weight.reshape(-1)
@@ -232,7 +256,8 @@ def _update_length(agent_state: AgentState, batch: dict, key: jax.Array, h_wm, l
     # actor
     grad_fn = jax.value_and_grad(actor_loss, has_aux=True)
     (_, (traj, retnorm, actor_metrics)), g_actor = grad_fn(
-        params["actor"], beh, wm, wm_params, params["critic"], start, start_weight, agent_state.retnorm, k_actor
+        params["actor"], beh, wm, wm_params, params["critic"], start, start_weight, agent_state.retnorm, k_actor,
+        bonus_fn,
     )
     upd, opt_actor = tx["actor"].update(g_actor, opt["actor"], params["actor"])
     actor_params = optax.apply_updates(params["actor"], upd)
@@ -246,8 +271,8 @@ def _update_length(agent_state: AgentState, batch: dict, key: jax.Array, h_wm, l
     slow = jax.tree.map(lambda s, p: (1 - rate) * s + rate * p, params["slow_critic"], critic_params)
 
     new_state = agent_state.replace(
-        params={"wm": wm_params, "actor": actor_params, "critic": critic_params, "slow_critic": slow},
-        opt_state={"wm": opt_wm, "actor": opt_actor, "critic": opt_critic},
+        params={"wm": wm_params, "actor": actor_params, "critic": critic_params, "slow_critic": slow, **new_params},
+        opt_state={"wm": opt_wm, "actor": opt_actor, "critic": opt_critic, **new_opt},
         retnorm=retnorm,
         updates=agent_state.updates + 1,
     )
@@ -255,6 +280,7 @@ def _update_length(agent_state: AgentState, batch: dict, key: jax.Array, h_wm, l
         **wm_metrics,
         **actor_metrics,
         **critic_metrics,
+        **extra_metrics,
         "wm/grad_norm": optax.tree.norm(g_wm),
         "actor/grad_norm": optax.tree.norm(g_actor),
         "critic/grad_norm": optax.tree.norm(g_critic),

@@ -157,11 +157,14 @@ class Behavior:
 
 
 # ------------------------------------------------------------------------------ losses
-def actor_loss(actor_params, beh: Behavior, wm: WorldModel, wm_params, critic_params, start, start_weight, norm, key):
+def actor_loss(actor_params, beh: Behavior, wm: WorldModel, wm_params, critic_params, start, start_weight, norm, key,
+               bonus_fn=None):
     """Imagines H_im steps from `start` (leaves [N, ...], stop-gradient) and returns
     (loss, aux) with aux = (traj, new_norm, metrics); traj holds stop-gradient features
     [N, H+1, F], returns [N, H] and weights [N, H] for the critic.
-    `start_weight` [N] zero-weights padded starts.
+    `start_weight` [N] zero-weights padded starts. `bonus_fn` (optional): (features [N, H, F],
+    actions [N, H, A]) -> [N, H], a reward added to the world model's for the step s_t, a_t ->
+    s_{t+1} (the exploration bonus of mamba_jax/explore.py).
     """
     c = beh.config
     bins = dists.bins(c.bins, c.bin_low, c.bin_high)
@@ -178,7 +181,9 @@ def actor_loss(actor_params, beh: Behavior, wm: WorldModel, wm_params, critic_pa
     # computes input gradients for the H states that have them only (not for H + 1).
     # r_0 (the reward into the start state) is not used by the returns.
     start_feat, next_feat = sg(feat[:, :1]), feat[:, 1:]
-    rewards = jnp.pad(wm.reward_mean(wm_params, next_feat, bins), ((0, 0), (1, 0)))
+    model_rewards = wm.reward_mean(wm_params, next_feat, bins)  # [N, H]
+    bonus = None if bonus_fn is None else bonus_fn(jnp.concatenate([start_feat, next_feat[:, :-1]], 1), actions)
+    rewards = jnp.pad(model_rewards if bonus is None else model_rewards + bonus, ((0, 0), (1, 0)))
     discounts = c.gamma * jnp.concatenate(
         [wm.cont_prob(wm_params, start_feat), wm.cont_prob(wm_params, next_feat)], 1)
     values = jnp.concatenate([beh.value(critic_params, start_feat, bins), beh.value(critic_params, next_feat, bins)], 1)
@@ -197,12 +202,14 @@ def actor_loss(actor_params, beh: Behavior, wm: WorldModel, wm_params, critic_pa
         "actor/entropy": jnp.sum(ent * start_weight[:, None]) / denom,
         "actor/adv_mean": jnp.sum(adv * start_weight[:, None]) / denom,
         "imag/return_mean": jnp.sum(rets * start_weight[:, None]) / denom,
-        "imag/reward_mean": jnp.sum(rewards[:, 1:] * start_weight[:, None]) / denom,
+        "imag/reward_mean": jnp.sum(model_rewards * start_weight[:, None]) / denom,
         "imag/cont_mean": jnp.sum(discounts[:, 1:] * start_weight[:, None]) / (c.gamma * denom),
         "retnorm/low": new_norm.low,
         "retnorm/high": new_norm.high,
         "retnorm/scale": scale,
     }
+    if bonus is not None:
+        metrics["imag/bonus_mean"] = jnp.sum(bonus * start_weight[:, None]) / denom
     return loss, (traj, new_norm, metrics)
 
 

@@ -94,6 +94,9 @@ class Config:
     retnorm_low: float = 5.0  # percentile
     retnorm_high: float = 95.0  # percentile
     retnorm_max_inv: float = 1.0  # scale = max(p_high - p_low, this)
+    # --- optional exploration bonus (not in the paper; mamba_jax/explore.py) ---
+    expl_scale: float = 0.0  # imagined reward += expl_scale * ensemble disagreement; 0 = off
+    expl_members: int = 8  # ensemble size
     # --- optimisers ---
     wm_lr: float = 1e-4
     wm_eps: float = 1e-8
@@ -126,7 +129,8 @@ class Config:
         positive_ints = (
             "num_episodes episode_length env_steps batch_size prefill num_envs replay_capacity "
             "eval_tasks eval_every final_eval_tasks window_length initial_wm_horizon horizon_buckets "
-            "units enc_layers cnn_depth deter hidden stoch classes head_layers head_units imag_horizon"
+            "units enc_layers cnn_depth deter hidden stoch classes head_layers head_units imag_horizon "
+            "expl_members"
         ).split()
         for f in positive_ints:
             v = getattr(self, f)
@@ -146,7 +150,7 @@ class Config:
                 raise ValueError(f"Config.{f}={v!r}: allowed: a number > 0")
         non_negative = (
             "free_bits kl_dyn_scale kl_rep_scale dec_scale reward_scale cont_scale entropy_scale "
-            "slow_critic_scale"
+            "slow_critic_scale expl_scale"
         ).split()
         for f in non_negative:
             v = getattr(self, f)

@@ -24,6 +24,7 @@ logging and checkpointing between chunks on the host. See docs/training.md.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -40,7 +41,7 @@ from jax.sharding import PartitionSpec as P
 
 from mamba_jax import replay as rb
 from mamba_jax import rollout as ro
-from mamba_jax.config import wm_horizon
+from mamba_jax.config import Config, wm_horizon
 
 
 @struct.dataclass
@@ -408,7 +409,6 @@ def run(
     Returns {"state": the final TrainState (seed-stacked), "last": the last metrics row,
     "test": the final test summary or None, "functions": the RunFunctions used}.
     """
-    import dataclasses
 
     import envs
     from mamba_jax import checkpoint as ckpt_lib
@@ -572,6 +572,9 @@ def _check_resume(saved: dict, current: dict) -> list[str]:
     Returns the names of the settings in RESUME_MAY_CHANGE that changed."""
     saved = json.loads(json.dumps(saved))
     current = json.loads(json.dumps(current))
+    # A field added to Config after the checkpoint was written had its default then.
+    defaults = json.loads(json.dumps(dataclasses.asdict(Config())))
+    saved["config"] = {**defaults, **saved["config"]}
     saved["config"].pop("env_steps", None)
     current["config"].pop("env_steps", None)
     diffs = sorted(k for k in set(saved) | set(current) if saved.get(k) != current.get(k))

@@ -8,7 +8,7 @@ import types
 
 import pytest
 
-from experiments import bench_malloc, bench_revisions, bench_train, bench_update
+from experiments import bench_malloc, bench_revisions, bench_train, bench_update, bench_xla_flags
 
 
 def _fake_run(calls, stdout="", write_json=None):
@@ -77,6 +77,42 @@ def test_bench_rejects_an_unknown_preset(script, monkeypatch, capsys):
     with pytest.raises(SystemExit):
         script.main()
     assert "--preset='bogus': allowed: point_robot" in capsys.readouterr().err
+
+
+def test_bench_revisions_time_update_sets_xla_flags(monkeypatch):
+    calls = []
+    monkeypatch.setattr(subprocess, "run", _fake_run(calls, stdout='RESULT {"seconds_per_update": 1.0}\n'))
+    monkeypatch.setenv("XLA_FLAGS", "--outer")
+    bench_revisions.time_update("/code", "debug", 3, hugepages=True, xla_flags="--xla_cpu_use_xnnpack=true")
+    bench_revisions.time_update("/code", "debug", 3, hugepages=True)
+    assert calls[0]["env"]["XLA_FLAGS"] == "--xla_cpu_use_xnnpack=true" and calls[1]["env"]["XLA_FLAGS"] == "--outer"
+
+
+def test_bench_xla_flags_interleaves_variants_and_records_failures(monkeypatch, tmp_path):
+    seen = []
+
+    def fake_time_update(code_dir, preset, reps, hugepages, xla_flags=None):
+        seen.append(xla_flags)
+        if xla_flags == bench_xla_flags.VARIANTS["onednn"]:
+            raise subprocess.CalledProcessError(1, "python", stderr="Unknown flag")
+        return {"seconds_per_update": {"": 2.0, "--xla_cpu_use_xnnpack=true": 3.0}[xla_flags] + len(seen) / 100}
+
+    monkeypatch.setattr(bench_revisions, "time_update", fake_time_update)
+    out = tmp_path / "flags.json"
+    bench_xla_flags.main(["--preset=debug", "--rounds=2", "--variants=default,xnnpack,onednn", f"--out={out}"])
+    v = bench_xla_flags.VARIANTS
+    assert seen == [v["default"], v["xnnpack"], v["onednn"], v["xnnpack"], v["default"]]  # reversed in round 2
+    record = json.loads(out.read_text())
+    assert record["seconds_per_update"] == {"default": [2.01, 2.05], "xnnpack": [3.02, 3.04], "onednn": []}
+    assert record["median_seconds_per_update"] == pytest.approx({"default": 2.03, "xnnpack": 3.03})
+    assert "Unknown flag" in record["failed"]["onednn"]
+
+
+@pytest.mark.parametrize("arg", ["--variants=default,nope", "--preset=bogus"])
+def test_bench_xla_flags_rejects_bad_arguments(arg, capsys):
+    with pytest.raises(SystemExit):
+        bench_xla_flags.main([arg])
+    assert "allowed" in capsys.readouterr().err
 
 
 def test_bench_train_derived_figures_by_hand():
