@@ -269,9 +269,9 @@ def make_mesh(num_seeds: int, devices=None) -> Mesh:
 def over_seeds(fn, num_seeds: int, in_axes=0):
     """`jax.vmap(fn, in_axes, spmd_axis_name="seed")` over the leading seed axis of the arguments
     with in_axes 0 (the others are shared). With one seed it calls fn on the squeezed arguments
-    and adds the axis back instead: a vmap of size 1 ran ten full point_robot updates 11 % slower
-    (30.8 s against 27.7 s, interleaved in one process); the results agree up to float rounding
-    (tests/test_train.py)."""
+    and adds the axis back instead: with a vmap of size 1 a full point_robot update inside a training
+    iteration ran 10 % slower than alone (experiments.bench_train: 3.08 s against 2.79 s; without
+    it 2.89 s against 2.87 s); the results agree up to float rounding (tests/test_train.py)."""
     if num_seeds != 1:
         return jax.vmap(fn, in_axes=in_axes, spmd_axis_name="seed")
 

@@ -4,6 +4,7 @@ equality, the horizon switch under vmap, the baseline's shapes, and 4 fake CPU d
 module (one compilation); the multi-device run compiles in a subprocess started first, so the
 two compilations overlap on a 2-core machine."""
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -192,6 +193,16 @@ def test_resume_is_exact(full_run, functions, tmp_path):
     for name in ("final_test.json",):
         with open(os.path.join(part, name)) as f, open(os.path.join(logdir, name)) as g:
             assert json.load(f) == json.load(g)
+
+
+def test_resume_takes_config_fields_added_later_at_their_defaults():
+    """A checkpoint written before a Config field existed resumes with that field at its default
+    and refuses a run that sets it otherwise."""
+    saved = {"config": dataclasses.asdict(CONFIG), "seed": 0}
+    del saved["config"]["expl_scale"]
+    assert tr._check_resume(saved, {"config": dataclasses.asdict(CONFIG), "seed": 0}) == []
+    with pytest.raises(ValueError, match="config.expl_scale"):
+        tr._check_resume(saved, {"config": dataclasses.asdict(CONFIG.replace(expl_scale=1.0)), "seed": 0})
 
 
 def test_resume_refuses_a_different_config(full_run, tmp_path):
