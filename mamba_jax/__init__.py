@@ -12,20 +12,41 @@
 See docs/api.md (the data conventions) and docs/agent.md (design choices).
 """
 
-from mamba_jax.agent import AgentState, action_to_model, check_batch, init, initial_carry, policy, update
-from mamba_jax.config import PRESETS, Config, get_config, horizon_buckets, wm_horizon
+import importlib
 
-__all__ = [
-    "AgentState",
-    "Config",
-    "PRESETS",
-    "action_to_model",
-    "check_batch",
-    "get_config",
-    "horizon_buckets",
-    "init",
-    "initial_carry",
-    "policy",
-    "update",
-    "wm_horizon",
-]
+# Where each public name lives. The names are loaded on first use (PEP 562 module __getattr__), so
+# that `import mamba_jax.config` or `mamba_jax.hugepages` does not start JAX: the launchers read
+# their flags and re-execute themselves (hugepages.py) before any JAX import.
+_EXPORTS = {
+    "AgentState": "mamba_jax.agent",
+    "action_to_model": "mamba_jax.agent",
+    "check_batch": "mamba_jax.agent",
+    "init": "mamba_jax.agent",
+    "initial_carry": "mamba_jax.agent",
+    "policy": "mamba_jax.agent",
+    "update": "mamba_jax.agent",
+    "PRESETS": "mamba_jax.config",
+    "Config": "mamba_jax.config",
+    "get_config": "mamba_jax.config",
+    "horizon_buckets": "mamba_jax.config",
+    "wm_horizon": "mamba_jax.config",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name not in _EXPORTS:  # a submodule (`mamba_jax.rssm`), as an eager import used to provide
+        try:
+            return importlib.import_module(f"mamba_jax.{name}")
+        except ModuleNotFoundError as error:
+            if error.name != f"mamba_jax.{name}":
+                raise
+            raise AttributeError(f"module 'mamba_jax' has no attribute {name!r}") from None
+    value = getattr(importlib.import_module(_EXPORTS[name]), name)
+    globals()[name] = value  # later look-ups skip __getattr__
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_EXPORTS))

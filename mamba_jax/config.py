@@ -23,8 +23,10 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from typing import TYPE_CHECKING
 
-import jax.numpy as jnp
+if TYPE_CHECKING:  # annotations only: importing the config must not start JAX (see hugepages.py)
+    import jax.numpy as jnp
 
 
 @dataclasses.dataclass(frozen=True)
@@ -312,6 +314,8 @@ def wm_horizon(config: Config, steps) -> jnp.ndarray:
     steps * (T - H0) / R = (s // R') * D + (s % R') * D / R'. For the baseline
     (mamba=False) and for H0 == T it is the constant T.
     """
+    import jax.numpy as jnp  # here, not at the top: launchers import this module before JAX
+
     T, h0, ramp = config.meta_length, config.initial_wm_horizon, config.wm_horizon_ramp_steps
     if not config.has_ramp:
         return jnp.asarray(T, jnp.int32)
@@ -345,5 +349,7 @@ def horizon_buckets(config: Config) -> tuple[int, ...]:
 
 def bucket_index(config: Config, h_wm) -> jnp.ndarray:
     """Index of the smallest bucket length >= h_wm (int32, jittable)."""
+    import jax.numpy as jnp
+
     lengths = jnp.asarray(horizon_buckets(config), jnp.int32)
     return jnp.sum(lengths < jnp.asarray(h_wm, jnp.int32)).astype(jnp.int32)

@@ -1,6 +1,7 @@
 """mamba_jax.hugepages: when the launchers re-execute with glibc.malloc.hugetlb=1, and that they do."""
 
 import os
+import pathlib
 import subprocess
 import sys
 
@@ -58,10 +59,7 @@ def test_thp_setting_is_read_from_the_kernel_file(tmp_path):
 def test_reexec_runs_the_same_command_once_with_the_tunable():
     """A child that calls reexec_with_hugepage_malloc() and prints its tunables prints exactly once,
     with the tunable where this machine supports it and unchanged where it does not."""
-    # the module loaded from its file alone (not through the mamba_jax package, which imports JAX)
-    code = ("import importlib.util, os; "
-            f"spec = importlib.util.spec_from_file_location('hugepages', {hugepages.__file__!r}); "
-            "m = importlib.util.module_from_spec(spec); spec.loader.exec_module(m); "
+    code = ("import os; from mamba_jax import hugepages as m; "
             "m.reexec_with_hugepage_malloc(); print('TUNABLES=' + os.environ.get('GLIBC_TUNABLES', ''))")
     env = {k: v for k, v in os.environ.items() if k not in ("GLIBC_TUNABLES", "MAMBA_JAX_HUGEPAGES")}
     expected_env = hugepages.hugepage_environment(env)
@@ -71,3 +69,15 @@ def test_reexec_runs_the_same_command_once_with_the_tunable():
     env["MAMBA_JAX_HUGEPAGES"] = "0"
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
     assert [l for l in out.splitlines() if l.startswith("TUNABLES=")] == ["TUNABLES="]
+
+
+def test_the_launcher_reaches_its_reexec_without_importing_jax():
+    """experiments.train re-executes itself before it does any work; what it imports up to that point
+    (absl, the config, this module) must not start JAX, or every launch would import it twice."""
+    code = "import sys, experiments.train, mamba_jax; mamba_jax.Config; print('JAX=' + str('jax' in sys.modules))"
+    root = pathlib.Path(__file__).resolve().parents[1]
+    out = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["JAX=False"]
+    code = "import sys, mamba_jax; mamba_jax.update; print('JAX=' + str('jax' in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["JAX=True"]  # the package's names still load on first use
