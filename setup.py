@@ -29,5 +29,7 @@ setup(
         "tensorboardX>=2.6.5",
         "numpy>=2.0",
     ],
-    extras_require={"test": ["pytest>=9.0"]},
+    # pytest-xdist runs the test files in two processes (pytest.ini): the tests' time is mostly
+    # single-threaded XLA compilation, so two processes use both cores of a 2-core CI machine.
+    extras_require={"test": ["pytest>=9.0", "pytest-xdist>=3.8"]},
 )
