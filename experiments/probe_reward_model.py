@@ -11,6 +11,14 @@ the task distribution (the mean over goal angles alpha ~ U(goal_angle_min, goal_
 the env's reward at that point, computed by quadrature). It prints a table per seed and writes
 LOGDIR/probe_reward_model.json.
 
+With `--visit=THETA_A` it also asks whether the model *updates on evidence*: a real meta-episode
+(goal far from A) walks to the point at angle THETA_A on the circle and stands there for
+`--visit_stay` steps, observing no reward; from that posterior it imagines walking on to each
+angle B and standing there. The truth is the Bayes posterior's expected reward at B: the goals whose
+disk the walk touched are ruled out and the rest renormalised (0 at A itself, and above the prior
+elsewhere). A model that keeps predicting reward at A after seeing none there explains an agent that
+waits at a favourite arc; one that predicts it elsewhere leaves the fault with the actor.
+
 A calibrated model matches the truth at every angle. A model whose replay rarely reached some
 part of the circle predicts about 0 there, and the actor, which only optimises imagined reward,
 then has no reason to search there: that is how docs/learning_checks.md ("Third round") found
@@ -40,6 +48,50 @@ def true_expected_reward(inner_params, theta: float, points: int = 200_001) -> f
     d = 2.0 * p.goal_circle_radius * np.abs(np.sin((theta - alpha) / 2.0))
     r = np.where(d <= p.goal_disk_radius, 1.0 - d, 0.0)
     return float(np.trapezoid(r, alpha) / (p.goal_angle_max - p.goal_angle_min))
+
+
+def goto_actions(start, target, steps: int, step_size: float, bound: float = 1.0):
+    """The point robot's scripted "go to `target`, then stand" controller, without wind.
+
+    Returns (actions [steps, 2], positions after each action [steps, 2], arrival index: the first
+    step whose position is the target). Each action is clip((target - pos) / step_size, -bound,
+    bound), the env's s' = s + step_size * clipped action, so the robot lands exactly on the target.
+    """
+    pos = np.asarray(start, np.float64).copy()
+    target = np.asarray(target, np.float64)
+    actions, positions, arrival = [], [], None
+    for t in range(steps):
+        a = np.clip((target - pos) / step_size, -bound, bound)
+        pos = pos + step_size * a
+        actions.append(a)
+        positions.append(pos.copy())
+        if arrival is None and np.allclose(pos, target, atol=1e-9):
+            arrival = t
+    if arrival is None:
+        raise ValueError(f"{steps} steps do not reach {target.tolist()} from {np.asarray(start).tolist()}")
+    return np.asarray(actions, np.float32), np.asarray(positions), arrival
+
+
+def circle_point(inner_params, theta: float) -> np.ndarray:
+    r = inner_params.goal_circle_radius
+    return np.array([r * np.cos(theta), r * np.sin(theta)])
+
+
+def true_expected_reward_after_visit(inner_params, theta: float, visited, points: int = 200_001) -> float:
+    """E[reward of standing at angle theta | no reward was observed at the `visited` positions [n, 2]]:
+    the goals alpha ~ U(goal_angle_min, goal_angle_max) whose disk contains a visited position are
+    ruled out (their reward there would have been 1 - d >= 1 - disk radius > 0), the rest renormalised."""
+    p = inner_params
+    alpha = np.linspace(p.goal_angle_min, p.goal_angle_max, points)
+    goals = p.goal_circle_radius * np.stack([np.cos(alpha), np.sin(alpha)], -1)  # [points, 2]
+    visited = np.asarray(visited, np.float64).reshape(-1, 2)
+    seen = (np.linalg.norm(goals[:, None, :] - visited[None, :, :], axis=-1) <= p.goal_disk_radius).any(-1)
+    if seen.all():
+        raise ValueError("the visited positions rule out every goal")
+    d = np.linalg.norm(circle_point(p, theta)[None, :] - goals, axis=-1)
+    r = np.where(d <= p.goal_disk_radius, 1.0 - d, 0.0)
+    keep = (~seen).astype(np.float64)
+    return float(np.trapezoid(r * keep, alpha) / np.trapezoid(keep, alpha))
 
 
 def predicted_rewards(agent_state, env, env_params, thetas, key, samples: int = 512, stay: int = 25):
@@ -80,6 +132,98 @@ def predicted_rewards(agent_state, env, env_params, thetas, key, samples: int = 
     return jax.jit(jax.vmap(one_angle))(jnp.asarray(thetas, jnp.float32))
 
 
+def visit_plan(inner_params, visit_theta: float, visit_stay: int, thetas, stay: int):
+    """The scripted paths of the --visit probe (numpy): the visit (origin -> A, then `visit_stay` steps
+    standing) and, per angle B, the walk A -> B then `stay` steps standing, padded to one length.
+
+    Returns a dict: visit_actions [n, 2], visit_positions [n, 2], onward_actions [len(thetas), m, 2],
+    onward_mask [len(thetas), m] (1 on the arrival step at B and the `stay` - 1 steps after it).
+    """
+    p = inner_params
+    if not p.goal_angle_min <= visit_theta <= p.goal_angle_max:
+        raise ValueError(f"--visit={visit_theta}: allowed: an angle in [{p.goal_angle_min}, {p.goal_angle_max}]")
+    if p.wind_std != 0:
+        raise ValueError(f"--visit scripts exact paths: it needs wind_std == 0 (this env has {p.wind_std})")
+    reach = int(np.ceil(2.0 * p.goal_circle_radius / (p.step_size * p.action_bound))) + 1  # any two circle points
+    a_visit, pos_visit, arrive = goto_actions(np.zeros(2), circle_point(p, visit_theta), reach, p.step_size,
+                                              p.action_bound)
+    a_visit = np.concatenate([a_visit[: arrive + 1], np.zeros((visit_stay, 2), np.float32)])
+    pos_visit = np.concatenate([pos_visit[: arrive + 1], np.repeat(pos_visit[arrive : arrive + 1], visit_stay, 0)])
+    onward, arrivals = [], []
+    for theta in thetas:
+        acts, _, arrive_b = goto_actions(pos_visit[-1], circle_point(p, theta), reach, p.step_size, p.action_bound)
+        onward.append(acts)
+        arrivals.append(arrive_b)
+    length = reach + stay
+    actions = np.zeros((len(thetas), length, 2), np.float32)
+    mask = np.zeros((len(thetas), length), np.float32)
+    for i, (acts, arrive_b) in enumerate(zip(onward, arrivals)):
+        actions[i, :reach] = acts  # the controller's actions are 0 once it stands on the target
+        mask[i, arrive_b : arrive_b + stay] = 1.0
+    return {"visit_actions": a_visit, "visit_positions": pos_visit, "onward_actions": actions, "onward_mask": mask}
+
+
+def predicted_rewards_after_visit(agent_state, env, env_params, plan: dict, far_angle: float, key, samples: int = 512):
+    """([len(thetas)] mean predicted reward per step while standing at each angle B after the visit,
+    [samples] reward observed during the visit): see the module doc and `visit_plan`.
+
+    The visit is a real meta-episode of `env` whose goal is at `far_angle` (outside the visited disks,
+    so the reward observed is 0), filtered by the world model's posterior; the onward walks are imagined.
+    """
+    from mamba_jax import agent as agent_lib
+    from mamba_jax import dists
+    from mamba_jax.rssm import RSSM, feature
+
+    inner = env_params.env_params
+    fixed = env_params.replace(env_params=inner.replace(goal_angle_min=far_angle, goal_angle_max=far_angle))
+    wm, config = agent_state.world_model, agent_state.config
+    bins = dists.bins(config.bins, config.bin_low, config.bin_high)
+    k_reset, k_post, k_imag = jax.random.split(key, 3)
+    obs, env_state = jax.vmap(env.reset, in_axes=(0, None))(jax.random.split(k_reset, samples), fixed)
+    carry = agent_lib.initial_carry(agent_state, samples)
+
+    def observe(c, xs):
+        carry, obs, env_state, first = c
+        action, k = xs
+        k_pol, k_env = jax.random.split(k)
+        _, carry = agent_lib.policy(agent_state, carry, {**obs, "is_first": jnp.full((samples,), first)}, k_pol,
+                                    deterministic=True)
+        batch_action = jnp.broadcast_to(action, (samples, 2))
+        carry = {**carry, "action": agent_lib.action_to_model(agent_state, batch_action)}
+        obs, env_state, reward, _, _, _ = jax.vmap(env.step, in_axes=(0, 0, 0, None))(
+            jax.random.split(k_env, samples), env_state, batch_action, fixed)
+        return (carry, obs, env_state, jnp.bool_(False)), reward
+
+    visit = jnp.asarray(plan["visit_actions"])
+    (carry, obs, _, _), rewards = jax.lax.scan(
+        observe, (carry, obs, env_state, jnp.bool_(True)), (visit, jax.random.split(k_post, visit.shape[0])))
+    _, carry = agent_lib.policy(agent_state, carry, {**obs, "is_first": jnp.zeros((samples,), bool)}, k_post,
+                                deterministic=True)  # the posterior after the last observation
+    start = carry["state"]
+
+    def one_angle(actions, mask):
+        def step(state, xs):
+            action, k = xs
+            nxt = wm.rssm.apply(agent_state.params["wm"]["rssm"], state, jnp.broadcast_to(action, (samples, 2)), k,
+                                method=RSSM.img_step)
+            return nxt, wm.reward_mean(agent_state.params["wm"], feature(nxt), bins).mean()
+
+        _, r = jax.lax.scan(step, start, (actions, jax.random.split(k_imag, actions.shape[0])))
+        return (r * mask).sum() / mask.sum()
+
+    preds = jax.vmap(one_angle)(jnp.asarray(plan["onward_actions"]), jnp.asarray(plan["onward_mask"]))
+    return preds, rewards.sum(0)
+
+
+def far_goal_angle(inner_params, visited) -> float:
+    """The goal angle in [goal_angle_min, goal_angle_max] farthest from the visited positions."""
+    p = inner_params
+    alpha = np.linspace(p.goal_angle_min, p.goal_angle_max, 2001)
+    goals = p.goal_circle_radius * np.stack([np.cos(alpha), np.sin(alpha)], -1)
+    dist = np.linalg.norm(goals[:, None, :] - np.asarray(visited)[None], axis=-1).min(-1)
+    return float(alpha[np.argmax(dist)])
+
+
 def load_run(logdir: str, step: int | None = None):
     """(config, env, env_params, seed-stacked TrainState, env step) of a training logdir's checkpoint."""
     import envs
@@ -99,12 +243,19 @@ def load_run(logdir: str, step: int | None = None):
 
 
 def probe(logdir: str, angles: int = 13, samples: int = 512, stay: int = 25, step: int | None = None,
-          seed: int = 0) -> dict:
-    """Runs the probe on every seed of the run; returns (and writes) the result dict."""
-    config, env, env_params, state, env_steps = load_run(logdir, step)
-    if config.env not in POINT_ENVS:
+          seed: int = 0, visit: float | None = None, visit_stay: int = 20) -> dict:
+    """Runs the probe on every seed of the run; returns (and writes) the result dict. With `visit`
+    (an angle), the result also holds the after-visit probe under "after_visit" (module doc)."""
+    import envs
+
+    with open(os.path.join(logdir, "run.json")) as f:
+        env_name = json.load(f)["config"]["env"]
+    if env_name not in POINT_ENVS:  # checked before the run's functions are compiled
         raise ValueError(f"the probe's scripted path needs a point-robot env ({', '.join(POINT_ENVS)}); "
-                         f"this run trained on {config.env!r}")
+                         f"this run trained on {env_name!r}")
+    if visit is not None:
+        visit_plan(envs.make(env_name)[1].env_params, visit, visit_stay, [], stay)  # raises on a bad visit
+    config, env, env_params, state, env_steps = load_run(logdir, step)
     inner = env_params.env_params
     margin = 0.5 * (inner.goal_angle_max - inner.goal_angle_min) / angles
     thetas = np.linspace(inner.goal_angle_min + margin, inner.goal_angle_max - margin, angles)
@@ -115,9 +266,26 @@ def probe(logdir: str, angles: int = 13, samples: int = 512, stay: int = 25, ste
     per_seed = np.asarray(preds, np.float64).tolist()
     result = {"logdir": logdir, "env_steps": env_steps, "samples": samples, "stay_steps": stay,
               "theta": thetas.tolist(), "true_expected_reward": truth, "predicted_reward_per_seed": per_seed}
+    if visit is not None:
+        result["after_visit"] = probe_after_visit(env, env_params, state.agent, thetas, key, samples, stay, visit,
+                                                  visit_stay)
     with open(os.path.join(logdir, "probe_reward_model.json"), "w") as f:
         json.dump(result, f, indent=2)
     return result
+
+
+def probe_after_visit(env, env_params, agents, thetas, key, samples: int, stay: int, visit: float,
+                      visit_stay: int) -> dict:
+    """The --visit part of `probe` for seed-stacked `agents`: truth and per-seed predictions."""
+    inner = env_params.env_params
+    plan = visit_plan(inner, visit, visit_stay, thetas, stay)
+    far = far_goal_angle(inner, plan["visit_positions"])
+    truth = [true_expected_reward_after_visit(inner, t, plan["visit_positions"]) for t in thetas]
+    fn = lambda agent: predicted_rewards_after_visit(agent, env, env_params, plan, far, key, samples)  # noqa: E731
+    preds, observed = jax.jit(jax.vmap(fn))(agents)
+    return {"visit_theta": visit, "visit_stay_steps": visit_stay, "goal_angle_of_the_visit": far,
+            "observed_reward_max": float(np.max(observed)), "true_expected_reward": truth,
+            "predicted_reward_per_seed": np.asarray(preds, np.float64).tolist()}
 
 
 def format_result(result: dict) -> str:
@@ -127,6 +295,14 @@ def format_result(result: dict) -> str:
              "truth  " + " ".join(f"{v:6.3f}" for v in result["true_expected_reward"])]
     for i, pred in enumerate(result["predicted_reward_per_seed"]):
         lines.append(f"seed {i} " + " ".join(f"{v:6.3f}" for v in pred))
+    after = result.get("after_visit")
+    if after is not None:
+        lines += [f"after walking to theta = {after['visit_theta']:.2f} and standing there {after['visit_stay_steps']} "
+                  f"steps with no reward (largest reward observed: {after['observed_reward_max']:.3f}), then walking "
+                  "on to theta:",
+                  "truth  " + " ".join(f"{v:6.3f}" for v in after["true_expected_reward"])]
+        for i, pred in enumerate(after["predicted_reward_per_seed"]):
+            lines.append(f"seed {i} " + " ".join(f"{v:6.3f}" for v in pred))
     return "\n".join(lines)
 
 
@@ -137,11 +313,15 @@ def main(argv=None):
     parser.add_argument("--samples", type=int, default=512, help="imagined roll-outs per angle")
     parser.add_argument("--stay", type=int, default=25, help="steps spent standing at the point")
     parser.add_argument("--step", type=int, default=None, help="checkpoint env step (default: the latest)")
+    parser.add_argument("--visit", type=float, default=None,
+                        help="also probe after a visit without reward to this angle (radians; module doc)")
+    parser.add_argument("--visit_stay", type=int, default=20, help="steps spent standing at the visited point")
     args = parser.parse_args(argv)
-    for name in ("angles", "samples", "stay"):
+    for name in ("angles", "samples", "stay", "visit_stay"):
         if getattr(args, name) < 1:
             parser.error(f"--{name}={getattr(args, name)}: allowed: an integer >= 1")
-    result = probe(args.logdir, args.angles, args.samples, args.stay, args.step)
+    result = probe(args.logdir, args.angles, args.samples, args.stay, args.step, visit=args.visit,
+                   visit_stay=args.visit_stay)
     print(format_result(result))
     print(f"wrote {os.path.join(args.logdir, 'probe_reward_model.json')}")
 

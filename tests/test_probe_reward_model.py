@@ -38,3 +38,55 @@ def test_fresh_world_model_predicts_zero_reward_everywhere():
                                    samples=4, stay=3)
     assert pred.shape == (3,)
     np.testing.assert_allclose(np.asarray(pred), 0.0, atol=1e-5)
+
+
+def test_goto_controller_lands_on_the_target():
+    actions, positions, arrival = probe.goto_actions(np.zeros(2), np.array([0.0, 1.0]), 12, 0.1)
+    assert arrival == 9  # ten steps of 0.1 straight up
+    np.testing.assert_allclose(actions[:10], np.tile([0.0, 1.0], (10, 1)), atol=1e-6)
+    np.testing.assert_allclose(actions[10:], 0.0, atol=1e-6)  # then it stands
+    np.testing.assert_allclose(positions[-1], [0.0, 1.0], atol=1e-9)
+    actions, _, arrival = probe.goto_actions(np.array([1.0, 0.0]), np.array([0.0, 1.0]), 12, 0.1)
+    assert arrival == 9  # both axes at full speed: (-1, +1) ten times
+    np.testing.assert_allclose(actions[:10], np.tile([-1.0, 1.0], (10, 1)), atol=1e-6)
+    with pytest.raises(ValueError, match="do not reach"):
+        probe.goto_actions(np.zeros(2), np.array([0.0, 1.0]), 5, 0.1)
+
+
+def test_expected_reward_after_a_visit_by_hand():
+    """Having stood at the top of the circle (angle pi/2) with no reward rules out the goals with
+    |alpha - pi/2| <= w = 2 asin(0.1): 0 there, and elsewhere the prior's value times pi / (pi - 2 w)."""
+    _, params = envs.make("point_robot")
+    inner = params.env_params
+    top = probe.circle_point(inner, math.pi / 2)[None]
+    w = 2.0 * math.asin(0.1)
+    assert probe.true_expected_reward_after_visit(inner, math.pi / 2, top) == 0.0
+    assert probe.true_expected_reward_after_visit(inner, 0.5, top) == pytest.approx(
+        expected_by_hand(1.0) * math.pi / (math.pi - 2 * w), rel=1e-3)
+    assert probe.true_expected_reward_after_visit(inner, 0.0, top) == pytest.approx(
+        expected_by_hand(0.5) * math.pi / (math.pi - 2 * w), rel=1e-3)
+    far = np.array([[0.0, -5.0]])  # a visit that rules nothing out changes nothing
+    assert probe.true_expected_reward_after_visit(inner, 1.0, far) == pytest.approx(
+        probe.true_expected_reward(inner, 1.0), rel=1e-6)
+
+
+def test_visit_plan_and_a_fresh_model_after_a_visit():
+    config = mj.get_config("debug")
+    env, params = envs.make(config.env, num_episodes=config.num_episodes, episode_length=config.episode_length)
+    inner = params.env_params
+    thetas = np.array([0.3, math.pi / 2, 2.8])
+    plan = probe.visit_plan(inner, math.pi / 2, 4, thetas, 3)
+    assert plan["visit_actions"].shape == (14, 2)  # 10 steps up to the circle, 4 standing
+    np.testing.assert_allclose(plan["visit_positions"][-1], [0.0, 1.0], atol=1e-6)
+    assert plan["onward_mask"].sum(1).tolist() == [3.0, 3.0, 3.0]
+    assert plan["onward_mask"][1, 0] == 1.0  # B = A: it is already there
+    with pytest.raises(ValueError, match="allowed: an angle in"):
+        probe.visit_plan(inner, 4.0, 4, thetas, 3)
+    far = probe.far_goal_angle(inner, plan["visit_positions"])
+    assert far in (0.0, pytest.approx(math.pi))
+    state = mj.init(jax.random.PRNGKey(0), config, env.observation_space(params), env.action_space(params))
+    pred, observed = probe.predicted_rewards_after_visit(state, env, params, plan, far, jax.random.PRNGKey(1),
+                                                         samples=4)
+    assert pred.shape == (3,) and observed.shape == (4,)
+    np.testing.assert_allclose(np.asarray(observed), 0.0)  # the goal is far from the visit: no reward seen
+    np.testing.assert_allclose(np.asarray(pred), 0.0, atol=1e-5)  # zero-initialised reward head
