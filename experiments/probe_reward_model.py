@@ -11,7 +11,7 @@ the task distribution (the mean over goal angles alpha ~ U(goal_angle_min, goal_
 the env's reward at that point, computed by quadrature). It prints a table per seed and writes
 LOGDIR/probe_reward_model.json.
 
-With `--visit=THETA_A` it also asks whether the model *updates on evidence*: a real meta-episode
+With `--visit=THETA_A[,THETA_A2,...]` it also asks whether the model *updates on evidence*: a real meta-episode
 (goal far from A) walks to the point at angle THETA_A on the circle and stands there for
 `--visit_stay` steps, observing no reward; from that posterior it imagines walking on to each
 angle B and standing there. The truth is the Bayes posterior's expected reward at B: the goals whose
@@ -175,6 +175,7 @@ def predicted_rewards_after_visit(agent_state, env, env_params, plan: dict, far_
     from mamba_jax.rssm import RSSM, feature
 
     inner = env_params.env_params
+    check_visit_fits(plan, env_params)
     fixed = env_params.replace(env_params=inner.replace(goal_angle_min=far_angle, goal_angle_max=far_angle))
     wm, config = agent_state.world_model, agent_state.config
     bins = dists.bins(config.bins, config.bin_low, config.bin_high)
@@ -215,6 +216,14 @@ def predicted_rewards_after_visit(agent_state, env, env_params, plan: dict, far_
     return preds, rewards.sum(0)
 
 
+def check_visit_fits(plan: dict, env_params) -> None:
+    """The visit must stay inside the meta-episode's first episode (the env resets the robot after it)."""
+    steps = plan["visit_actions"].shape[0]
+    if steps >= env_params.episode_length:
+        raise ValueError(f"the visit takes {steps} steps; it must end inside the first episode "
+                         f"({env_params.episode_length} steps): lower --visit_stay")
+
+
 def far_goal_angle(inner_params, visited) -> float:
     """The goal angle in [goal_angle_min, goal_angle_max] farthest from the visited positions."""
     p = inner_params
@@ -243,18 +252,23 @@ def load_run(logdir: str, step: int | None = None):
 
 
 def probe(logdir: str, angles: int = 13, samples: int = 512, stay: int = 25, step: int | None = None,
-          seed: int = 0, visit: float | None = None, visit_stay: int = 20) -> dict:
-    """Runs the probe on every seed of the run; returns (and writes) the result dict. With `visit`
-    (an angle), the result also holds the after-visit probe under "after_visit" (module doc)."""
+          seed: int = 0, visits=(), visit_stay: int = 20) -> dict:
+    """Runs the probe on every seed of the run; returns (and writes) the result dict. With `visits`
+    (angles), the result also holds one after-visit probe per angle, a list under "after_visit"
+    (module doc)."""
     import envs
 
     with open(os.path.join(logdir, "run.json")) as f:
-        env_name = json.load(f)["config"]["env"]
+        info = json.load(f)
+    env_name = info["config"]["env"]
     if env_name not in POINT_ENVS:  # checked before the run's functions are compiled
         raise ValueError(f"the probe's scripted path needs a point-robot env ({', '.join(POINT_ENVS)}); "
                          f"this run trained on {env_name!r}")
-    if visit is not None:
-        visit_plan(envs.make(env_name)[1].env_params, visit, visit_stay, [], stay)  # raises on a bad visit
+    for visit in visits:  # raises on a bad visit
+        run_config = info["config"]
+        _, meta_params = envs.make(env_name, num_episodes=run_config["num_episodes"],
+                                   episode_length=run_config["episode_length"])
+        check_visit_fits(visit_plan(meta_params.env_params, visit, visit_stay, [], stay), meta_params)
     config, env, env_params, state, env_steps = load_run(logdir, step)
     inner = env_params.env_params
     margin = 0.5 * (inner.goal_angle_max - inner.goal_angle_min) / angles
@@ -266,9 +280,9 @@ def probe(logdir: str, angles: int = 13, samples: int = 512, stay: int = 25, ste
     per_seed = np.asarray(preds, np.float64).tolist()
     result = {"logdir": logdir, "env_steps": env_steps, "samples": samples, "stay_steps": stay,
               "theta": thetas.tolist(), "true_expected_reward": truth, "predicted_reward_per_seed": per_seed}
-    if visit is not None:
-        result["after_visit"] = probe_after_visit(env, env_params, state.agent, thetas, key, samples, stay, visit,
-                                                  visit_stay)
+    if visits:
+        result["after_visit"] = [probe_after_visit(env, env_params, state.agent, thetas, key, samples, stay, visit,
+                                                   visit_stay) for visit in visits]
     with open(os.path.join(logdir, "probe_reward_model.json"), "w") as f:
         json.dump(result, f, indent=2)
     return result
@@ -295,8 +309,7 @@ def format_result(result: dict) -> str:
              "truth  " + " ".join(f"{v:6.3f}" for v in result["true_expected_reward"])]
     for i, pred in enumerate(result["predicted_reward_per_seed"]):
         lines.append(f"seed {i} " + " ".join(f"{v:6.3f}" for v in pred))
-    after = result.get("after_visit")
-    if after is not None:
+    for after in result.get("after_visit", []):
         lines += [f"after walking to theta = {after['visit_theta']:.2f} and standing there {after['visit_stay_steps']} "
                   f"steps with no reward (largest reward observed: {after['observed_reward_max']:.3f}), then walking "
                   "on to theta:",
@@ -313,14 +326,19 @@ def main(argv=None):
     parser.add_argument("--samples", type=int, default=512, help="imagined roll-outs per angle")
     parser.add_argument("--stay", type=int, default=25, help="steps spent standing at the point")
     parser.add_argument("--step", type=int, default=None, help="checkpoint env step (default: the latest)")
-    parser.add_argument("--visit", type=float, default=None,
-                        help="also probe after a visit without reward to this angle (radians; module doc)")
+    parser.add_argument("--visit", type=str, default="",
+                        help="comma-separated angles (radians): also probe after a visit without reward to each "
+                             "(module doc)")
     parser.add_argument("--visit_stay", type=int, default=20, help="steps spent standing at the visited point")
     args = parser.parse_args(argv)
     for name in ("angles", "samples", "stay", "visit_stay"):
         if getattr(args, name) < 1:
             parser.error(f"--{name}={getattr(args, name)}: allowed: an integer >= 1")
-    result = probe(args.logdir, args.angles, args.samples, args.stay, args.step, visit=args.visit,
+    try:
+        visits = [float(v) for v in args.visit.split(",") if v.strip()]
+    except ValueError:
+        parser.error(f"--visit={args.visit}: allowed: comma-separated angles in radians, e.g. 0.6,1.57")
+    result = probe(args.logdir, args.angles, args.samples, args.stay, args.step, visits=visits,
                    visit_stay=args.visit_stay)
     print(format_result(result))
     print(f"wrote {os.path.join(args.logdir, 'probe_reward_model.json')}")

@@ -71,7 +71,7 @@ def test_expected_reward_after_a_visit_by_hand():
 
 
 def test_visit_plan_and_a_fresh_model_after_a_visit():
-    config = mj.get_config("debug")
+    config = mj.get_config("debug", episode_length=20)  # the visit (14 steps) must fit in episode 1
     env, params = envs.make(config.env, num_episodes=config.num_episodes, episode_length=config.episode_length)
     inner = params.env_params
     thetas = np.array([0.3, math.pi / 2, 2.8])
@@ -82,6 +82,8 @@ def test_visit_plan_and_a_fresh_model_after_a_visit():
     assert plan["onward_mask"][1, 0] == 1.0  # B = A: it is already there
     with pytest.raises(ValueError, match="allowed: an angle in"):
         probe.visit_plan(inner, 4.0, 4, thetas, 3)
+    with pytest.raises(ValueError, match="must end inside the first episode"):
+        probe.check_visit_fits(probe.visit_plan(inner, math.pi / 2, 10, thetas, 3), params)  # 20 steps
     far = probe.far_goal_angle(inner, plan["visit_positions"])
     assert far in (0.0, pytest.approx(math.pi))
     state = mj.init(jax.random.PRNGKey(0), config, env.observation_space(params), env.action_space(params))

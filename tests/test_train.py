@@ -343,3 +343,8 @@ def test_probe_reward_model_reads_the_checkpoint(full_run):
     with open(os.path.join(logdir, "probe_reward_model.json")) as f:
         assert json.load(f)["predicted_reward_per_seed"] == result["predicted_reward_per_seed"]
     assert "seed 1" in probe_reward_model.format_result(result)
+    # the debug episodes (10 steps) are too short for a visit (10 steps to the circle): refused up front
+    with pytest.raises(ValueError, match="must end inside the first episode"):
+        probe_reward_model.probe(logdir, visits=(1.5,), visit_stay=1)
+    with pytest.raises(ValueError, match="allowed: an angle in"):
+        probe_reward_model.probe(logdir, visits=(4.0,))
