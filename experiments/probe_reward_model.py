@@ -264,11 +264,11 @@ def probe(logdir: str, angles: int = 13, samples: int = 512, stay: int = 25, ste
     if env_name not in POINT_ENVS:  # checked before the run's functions are compiled
         raise ValueError(f"the probe's scripted path needs a point-robot env ({', '.join(POINT_ENVS)}); "
                          f"this run trained on {env_name!r}")
-    for visit in visits:  # raises on a bad visit
-        run_config = info["config"]
-        _, meta_params = envs.make(env_name, num_episodes=run_config["num_episodes"],
-                                   episode_length=run_config["episode_length"])
-        check_visit_fits(visit_plan(meta_params.env_params, visit, visit_stay, [], stay), meta_params)
+    if visits:  # a bad visit raises here
+        _, meta_params = envs.make(env_name, num_episodes=info["config"]["num_episodes"],
+                                   episode_length=info["config"]["episode_length"])
+        for visit in visits:
+            check_visit_fits(visit_plan(meta_params.env_params, visit, visit_stay, [], stay), meta_params)
     config, env, env_params, state, env_steps = load_run(logdir, step)
     inner = env_params.env_params
     margin = 0.5 * (inner.goal_angle_max - inner.goal_angle_min) / angles
