@@ -93,13 +93,13 @@ def _optimisers(config: Config) -> dict:
         "actor": make(config.actor_lr, config.actor_eps, config.actor_clip),
         "critic": make(config.critic_lr, config.critic_eps, config.critic_clip),
     }
-    if config.expl_scale > 0:  # the ensemble is a world-model part: the world model's optimiser settings
+    if config.has_exploration_bonus:  # the ensemble is a world-model part: the world model's optimiser settings
         tx["explore"] = make(config.wm_lr, config.wm_eps, config.wm_clip)
     return tx
 
 
 def _ensemble(config: Config, wm: WorldModel, action_dim: int) -> Ensemble | None:
-    return Ensemble.create(config, wm.feature_size, action_dim) if config.expl_scale > 0 else None
+    return Ensemble.create(config, wm.feature_size, action_dim) if config.has_exploration_bonus else None
 
 
 def _obs_spec(config: Config, obs_space) -> ObsSpec:

@@ -120,6 +120,11 @@ class Config:
     def has_ramp(self) -> bool:
         return self.mamba and self.initial_wm_horizon < self.meta_length
 
+    @property
+    def has_exploration_bonus(self) -> bool:
+        """The optional ensemble-disagreement bonus (mamba_jax/explore.py) is on."""
+        return self.expl_scale > 0
+
     def replace(self, **overrides) -> "Config":
         """A copy with fields changed (not validated; call `.validate()` or use get_config)."""
         _check_field_names(overrides)
