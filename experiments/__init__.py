@@ -25,6 +25,22 @@ def write_json_record(path, record: dict) -> None:
     print(f"wrote {path}")
 
 
+def command_line(module: str, parser, args) -> str:
+    """The command that reproduces a benchmark's record: `python -m MODULE` plus every option of
+    `parser` (argparse) whose value in `args` differs from its default, as `--name=value`
+    (`--name` for a switch), in the parser's order."""
+    parts = ["python", "-m", module]
+    for action in parser._actions:  # argparse keeps no public list of its options
+        if not action.option_strings or action.dest == "help":
+            continue
+        value = getattr(args, action.dest)
+        if value == action.default:
+            continue
+        flag = action.option_strings[-1]
+        parts.append(flag if action.nargs == 0 else f"{flag}={value}")
+    return " ".join(parts)
+
+
 def child_env(hugepages: bool, pythonpath: str | None = None) -> dict:
     """This process's environment for a benchmark's child process, with huge pages for malloc set
     explicitly on or off (mamba_jax/hugepages.py), whatever this process runs with; `pythonpath`

@@ -23,7 +23,7 @@ import subprocess
 import sys
 import tempfile
 
-from experiments import child_env, write_json_record
+from experiments import child_env, command_line, write_json_record
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 MODES = {"default_malloc": False, "hugepages": True}  # mode -> huge pages for malloc
@@ -68,7 +68,7 @@ def main():
     speedup = statistics.median(r["speedup"] for r in rounds)
     print(f"median speedup (default malloc / hugepages): {speedup:.2f}x")
     record = {
-        "command": f"python -m experiments.bench_malloc --preset={args.preset} --rounds={args.rounds} --reps={args.reps}",
+        "command": command_line("experiments.bench_malloc", parser, args),
         "preset": args.preset,
         "platform": platform.platform(),
         "libc": platform.libc_ver(),

@@ -31,7 +31,7 @@ import subprocess
 import sys
 import tempfile
 
-from experiments import child_env, write_json_record
+from experiments import child_env, command_line, write_json_record
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -145,11 +145,8 @@ def main():
             subprocess.run(["git", "worktree", "remove", "--force", base_dir], cwd=ROOT, check=False)
     speedup = statistics.median(r["speedup"] for r in rounds)
     print(f"median speedup of the working tree over {args.base} ({base_commit[:10]}): {speedup:.2f}x")
-    flags = [f"--base={args.base}", f"--preset={args.preset}", f"--rounds={args.rounds}", f"--reps={args.reps}"]
-    flags += ["--same_malloc"] if args.same_malloc else []
-    flags += ["--what=train"] + ([f"--steps={args.steps}"] if args.steps else []) if args.what == "train" else []
     record = {
-        "command": "python -m experiments.bench_revisions " + " ".join(flags),
+        "command": command_line("experiments.bench_revisions", parser, args),
         "what": args.what,
         "base": base_commit, "current": head, "current_has_uncommitted_changes": dirty,
         "preset": args.preset, "platform": platform.platform(), "cpu_count": os.cpu_count(),

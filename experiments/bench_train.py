@@ -37,7 +37,7 @@ import numpy as np
 
 import envs
 import mamba_jax as mj
-from experiments import bench_update, write_json_record
+from experiments import bench_update, command_line, write_json_record
 from mamba_jax import checkpoint as ckpt_lib
 from mamba_jax import evaluate as ev
 from mamba_jax import train
@@ -122,8 +122,7 @@ def main():
     num_updates = fns.trainer.updates_per_iteration
     iterations_per_eval = max(1, math.ceil(config.eval_every / fns.trainer.steps_per_iteration))
     record = {
-        "command": f"python -m experiments.bench_train --preset={args.preset} --num_seeds={args.num_seeds} "
-        f"--reps={args.reps}",
+        "command": command_line("experiments.bench_train", parser, args),
         "preset": args.preset,
         "num_seeds": args.num_seeds,
         "glibc_tunables": os.environ.get("GLIBC_TUNABLES", ""),

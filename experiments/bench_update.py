@@ -45,7 +45,7 @@ from gymnax.environments import spaces
 
 import mamba_jax as mj
 from experiments import flops as flop_counter
-from experiments import write_json_record
+from experiments import command_line, write_json_record
 from mamba_jax import agent as agent_lib
 from mamba_jax import config as cfg
 from mamba_jax.hugepages import reexec_with_hugepage_malloc
@@ -203,8 +203,7 @@ def main():
         extra["reacher_full_update_compile_seconds"] = full_update_compile_seconds(mj.get_config("reacher"))
         print(json.dumps(extra), flush=True)
     record = {
-        "command": "python -m experiments.bench_update" + (" --quick" if args.quick else "")
-        + (f" --preset={args.preset}" if args.preset else "") + (f" --reps={args.reps}" if args.reps else ""),
+        "command": command_line("experiments.bench_update", parser, args),
         "mode": "quick" if args.quick else ("preset" if args.preset else "full"),
         "glibc_tunables": os.environ.get("GLIBC_TUNABLES", ""),
         "device": str(jax.devices()[0]),

@@ -17,7 +17,7 @@ import pathlib
 import platform
 import statistics
 
-from experiments import check_choices, write_json_record
+from experiments import check_choices, command_line, write_json_record
 from experiments import bench_revisions
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -69,8 +69,7 @@ def main(argv=None):
     for n, m in medians.items():
         print(f"{n:22s} median {m:.3f} s/update ({m / medians.get('default', m):.2f}x the default's time)")
     record = {
-        "command": f"python -m experiments.bench_xla_flags --preset={args.preset} --rounds={args.rounds} "
-                   f"--reps={args.reps} --variants={args.variants}",
+        "command": command_line("experiments.bench_xla_flags", parser, args),
         "preset": args.preset, "platform": platform.platform(), "cpu_count": os.cpu_count(),
         "xla_flags": {n: VARIANTS[n] for n in names},
         "seconds_per_update": seconds, "median_seconds_per_update": medians, "failed": failed,

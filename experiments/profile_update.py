@@ -40,7 +40,7 @@ import jax.numpy as jnp
 
 import mamba_jax as mj
 from experiments import flops as flop_counter
-from experiments import write_json_record
+from experiments import command_line, write_json_record
 from experiments.bench_update import flops_of, matmul_flop_per_second, matmul_rate, random_batch, spaces_for
 from mamba_jax import agent as agent_lib
 from mamba_jax import config as cfg
@@ -164,7 +164,7 @@ def main():
     print("share of the summed pieces: " + ", ".join(f"{k}: {v:.2f}" for k, v in share.items()))
     print(f"sum of pieces {sum_parts:.3f} s vs full update {full:.3f} s")
     record = {
-        "command": f"python -m experiments.profile_update --preset={args.preset} --reps={args.reps}",
+        "command": command_line("experiments.profile_update", parser, args),
         "preset": args.preset, "batch_size": B, "T": c.meta_length, "bucket_length": length,
         "imag_starts": n_starts, "imag_horizon": c.imag_horizon,
         "device": str(jax.devices()[0]), "platform": platform.platform(), "cpu_count": os.cpu_count(),

@@ -1,6 +1,7 @@
 """The benchmark drivers' own logic (flags, environments of the child processes, parsing), with the
 child processes replaced by fakes: the timings themselves are measured by running the scripts."""
 
+import argparse
 import json
 import subprocess
 import sys
@@ -8,7 +9,7 @@ import types
 
 import pytest
 
-from experiments import bench_malloc, bench_revisions, bench_train, bench_update, bench_xla_flags
+from experiments import bench_malloc, bench_revisions, bench_train, bench_update, bench_xla_flags, command_line
 
 
 def _fake_run(calls, stdout="", write_json=None):
@@ -106,6 +107,23 @@ def test_bench_xla_flags_interleaves_variants_and_records_failures(monkeypatch, 
     assert record["seconds_per_update"] == {"default": [2.01, 2.05], "xnnpack": [3.02, 3.04], "onednn": []}
     assert record["median_seconds_per_update"] == pytest.approx({"default": 2.03, "xnnpack": 3.03})
     assert "Unknown flag" in record["failed"]["onednn"]
+    # the saved command reproduces the run, --out included (defaults are left out)
+    assert record["command"] == (f"python -m experiments.bench_xla_flags --preset=debug --variants=default,xnnpack,onednn "
+                                 f"--out={out}")
+
+
+def test_command_line_lists_the_options_that_differ_from_their_defaults():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--preset", default="point_robot")
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--steps", type=int, default=None)
+    parser.add_argument("--out", default="/abs/default.json")
+    args = parser.parse_args(["--rounds=5", "--quick", "--out=results/x.json"])
+    assert command_line("experiments.m", parser, args) == "python -m experiments.m --rounds=5 --quick --out=results/x.json"
+    assert command_line("experiments.m", parser, parser.parse_args([])) == "python -m experiments.m"
+    args = parser.parse_args(["--rounds=2", "--steps=0", "--preset=debug"])  # a default given explicitly is left out
+    assert command_line("experiments.m", parser, args) == "python -m experiments.m --preset=debug --steps=0"
 
 
 @pytest.mark.parametrize("arg", ["--variants=default,nope", "--preset=bogus"])
