@@ -94,18 +94,34 @@ def true_expected_reward_after_visit(inner_params, theta: float, visited, points
     return float(np.trapezoid(r * keep, alpha) / np.trapezoid(keep, alpha))
 
 
+def imagined_rewards(agent_state, start: dict, actions, key):
+    """[L, N] reward the world model predicts at each step of the open-loop action sequence
+    `actions` [L, 2] (the same for all N start states), imagined from `start` (latent states [N])."""
+    from mamba_jax import dists
+    from mamba_jax.rssm import RSSM, feature
+
+    wm, config = agent_state.world_model, agent_state.config
+    bins = dists.bins(config.bins, config.bin_low, config.bin_high)
+    n = start["deter"].shape[0]
+
+    def step(state, xs):
+        action, k = xs
+        nxt = wm.rssm.apply(agent_state.params["wm"]["rssm"], state, jnp.broadcast_to(action, (n, 2)), k,
+                            method=RSSM.img_step)
+        return nxt, wm.reward_mean(agent_state.params["wm"], feature(nxt), bins)
+
+    _, rewards = jax.lax.scan(step, start, (actions, jax.random.split(key, actions.shape[0])))
+    return rewards
+
+
 def predicted_rewards(agent_state, env, env_params, thetas, key, samples: int = 512, stay: int = 25):
     """[len(thetas)] mean predicted reward per step while staying at each angle (see the module doc).
 
     agent_state: one seed's AgentState; env, env_params: the run's (meta-wrapped) point-robot env.
     """
     from mamba_jax import agent as agent_lib
-    from mamba_jax import dists
-    from mamba_jax.rssm import RSSM, feature
 
     inner = env_params.env_params
-    wm, config = agent_state.world_model, agent_state.config
-    bins = dists.bins(config.bins, config.bin_low, config.bin_high)
     walk = int(round(inner.goal_circle_radius / inner.step_size))  # steps at full speed to the circle
     if walk < 1:
         raise ValueError(f"goal_circle_radius / step_size = {walk}: need at least one step to the circle")
@@ -118,15 +134,9 @@ def predicted_rewards(agent_state, env, env_params, thetas, key, samples: int = 
 
     def one_angle(theta):
         direction = jnp.stack([jnp.cos(theta), jnp.sin(theta)])
-
-        def step(state, xs):
-            t, k = xs
-            action = jnp.broadcast_to(jnp.where(t < walk, 1.0, 0.0) * direction, (samples, 2))
-            nxt = wm.rssm.apply(agent_state.params["wm"]["rssm"], state, action, k, method=RSSM.img_step)
-            return nxt, wm.reward_mean(agent_state.params["wm"], feature(nxt), bins)
-
         length = walk + stay - 1
-        _, rewards = jax.lax.scan(step, start, (jnp.arange(length), jax.random.split(k_imag, length)))
+        actions = jnp.where(jnp.arange(length)[:, None] < walk, 1.0, 0.0) * direction
+        rewards = imagined_rewards(agent_state, start, actions, k_imag)
         return rewards[walk - 1 :].mean()  # the arrival step and the steps spent standing there
 
     return jax.jit(jax.vmap(one_angle))(jnp.asarray(thetas, jnp.float32))
@@ -171,14 +181,10 @@ def predicted_rewards_after_visit(agent_state, env, env_params, plan: dict, far_
     so the reward observed is 0), filtered by the world model's posterior; the onward walks are imagined.
     """
     from mamba_jax import agent as agent_lib
-    from mamba_jax import dists
-    from mamba_jax.rssm import RSSM, feature
 
     inner = env_params.env_params
     check_visit_fits(plan, env_params)
     fixed = env_params.replace(env_params=inner.replace(goal_angle_min=far_angle, goal_angle_max=far_angle))
-    wm, config = agent_state.world_model, agent_state.config
-    bins = dists.bins(config.bins, config.bin_low, config.bin_high)
     k_reset, k_post, k_imag = jax.random.split(key, 3)
     obs, env_state = jax.vmap(env.reset, in_axes=(0, None))(jax.random.split(k_reset, samples), fixed)
     carry = agent_lib.initial_carry(agent_state, samples)
@@ -203,13 +209,7 @@ def predicted_rewards_after_visit(agent_state, env, env_params, plan: dict, far_
     start = carry["state"]
 
     def one_angle(actions, mask):
-        def step(state, xs):
-            action, k = xs
-            nxt = wm.rssm.apply(agent_state.params["wm"]["rssm"], state, jnp.broadcast_to(action, (samples, 2)), k,
-                                method=RSSM.img_step)
-            return nxt, wm.reward_mean(agent_state.params["wm"], feature(nxt), bins).mean()
-
-        _, r = jax.lax.scan(step, start, (actions, jax.random.split(k_imag, actions.shape[0])))
+        r = imagined_rewards(agent_state, start, actions, k_imag).mean(-1)
         return (r * mask).sum() / mask.sum()
 
     preds = jax.vmap(one_angle)(jnp.asarray(plan["onward_actions"]), jnp.asarray(plan["onward_mask"]))
