@@ -9,7 +9,7 @@ import types
 
 import pytest
 
-from experiments import bench_malloc, bench_revisions, bench_train, bench_update, bench_xla_flags, command_line
+from experiments import bench_authors, bench_malloc, bench_revisions, bench_train, bench_update, bench_xla_flags, command_line
 
 
 def _fake_run(calls, stdout="", write_json=None):
@@ -140,3 +140,52 @@ def test_bench_train_derived_figures_by_hand():
     assert out["collection_share_of_chunk"] == pytest.approx(1 / 30)
     assert out["env_steps_per_second"] == pytest.approx(100.0)
     assert out["env_steps_per_second_with_eval"] == pytest.approx(3000 / 31.0)  # + (2 + 1) / 3 per iteration
+
+
+def _authors_checkout(tmp_path):
+    for name in ("models.py", "networks.py", "tools.py"):
+        (tmp_path / name).write_text("")
+    return str(tmp_path)
+
+
+def test_bench_authors_time_authors_runs_the_child_in_the_given_python(monkeypatch):
+    calls = []
+    result = {"seconds_per_update": 3.3, "times": [3.3], "torch": "x", "torch_threads": 2}
+    monkeypatch.setenv("GLIBC_TUNABLES", "glibc.malloc.hugetlb=1")
+    monkeypatch.setattr(subprocess, "run", _fake_run(calls, stdout="warning\nRESULT " + json.dumps(result) + "\n"))
+    assert bench_authors.time_authors("/torch/python", "/ref", 4) == result
+    cmd = calls[0]["cmd"]
+    assert cmd[0] == "/torch/python" and cmd[1].endswith("experiments/authors_update.py")
+    assert cmd[2:] == ["--authors_code=/ref", "--reps=4"] and calls[0]["cwd"] == "/ref"
+    assert "GLIBC_TUNABLES" not in calls[0]["env"]  # the authors' code runs with the default malloc
+
+
+def test_bench_authors_interleaves_and_records_per_round_speedups(monkeypatch, tmp_path):
+    order = []
+    ours, theirs = iter([2.0, 1.0, 1.5]), iter([4.0, 3.0, 3.0])
+
+    def fake_ours(code_dir, preset, reps, hugepages, xla_flags=None):
+        order.append("ours")
+        assert preset == "point_robot" and hugepages
+        return {"seconds_per_update": next(ours)}
+
+    def fake_authors(python, code, reps):
+        order.append("authors")
+        return {"seconds_per_update": next(theirs), "torch": "2.x", "torch_threads": 2}
+
+    monkeypatch.setattr(bench_revisions, "time_update", fake_ours)
+    monkeypatch.setattr(bench_authors, "time_authors", fake_authors)
+    code, out = _authors_checkout(tmp_path), tmp_path / "a.json"
+    bench_authors.main([f"--authors_code={code}", "--rounds=3", "--reps=2", f"--out={out}"])
+    assert order == ["ours", "authors", "authors", "ours", "ours", "authors"]
+    record = json.loads(out.read_text())
+    assert [r["speedup"] for r in record["rounds"]] == [2.0, 3.0, 2.0]
+    assert record["median_speedup"] == 2.0
+    assert record["median_seconds_per_update"] == {"ours": 1.5, "authors": 3.0}
+    assert record["command"] == f"python -m experiments.bench_authors --authors_code={code} --reps=2 --out={out}"
+
+
+def test_bench_authors_rejects_a_directory_without_the_reference_code(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        bench_authors.main([f"--authors_code={tmp_path}"])
+    assert "no models.py there" in capsys.readouterr().err
