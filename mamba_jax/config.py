@@ -99,6 +99,8 @@ class Config:
     # --- optional exploration bonus (not in the paper; mamba_jax/explore.py) ---
     expl_scale: float = 0.0  # imagined reward += expl_scale * ensemble disagreement; 0 = off
     expl_members: int = 8  # ensemble size
+    # --- optional predictive reward head (not in the paper; docs/learning_checks.md, seventh round) ---
+    reward_from_deter: bool = False  # reward head reads the deterministic state h_t only (E[r_t | history])
     # --- optimisers ---
     wm_lr: float = 1e-4
     wm_eps: float = 1e-8
@@ -215,6 +217,9 @@ class Config:
                 f"Config.replay_capacity={self.replay_capacity} < num_envs={self.num_envs}: one "
                 "collection round would not fit; allowed: replay_capacity >= num_envs"
             )
+        for f in ("mamba", "reward_from_deter"):
+            if not isinstance(getattr(self, f), bool):
+                raise ValueError(f"Config.{f}={getattr(self, f)!r}: allowed: True or False")
         _check_env_name(self.env)
         return self
 

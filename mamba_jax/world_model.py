@@ -41,6 +41,7 @@ class WorldModel:
     cont: Head
     spec: ObsSpec
     action_dim: int
+    reward_from_deter: bool = False  # the reward head reads h_t only (Config.reward_from_deter)
 
     @classmethod
     def create(cls, config: Config, spec: ObsSpec, action_dim: int) -> "WorldModel":
@@ -53,6 +54,7 @@ class WorldModel:
             cont=Head(c.head_layers, c.head_units, 1, eps=eps),
             spec=spec,
             action_dim=action_dim,
+            reward_from_deter=c.reward_from_deter,
         )
 
     @property
@@ -73,15 +75,24 @@ class WorldModel:
             "encoder": embed_params,
             "rssm": rssm_params,
             "decoder": self.decoder.init(k[3], feat),
-            "reward": self.reward.init(k[4], feat),
+            "reward": self.reward.init(k[4], self.reward_input(feat)),
             "cont": self.cont.init(k[5], feat),
         }
 
     def embed(self, params, obs):
         return self.encoder.apply(params["encoder"], obs)
 
+    def reward_input(self, feat):
+        """What the reward head reads of a feature [..., S*C + D]: all of it, or (with
+        `reward_from_deter`) the deterministic part h [..., D] only."""
+        return feat[..., -self.rssm.deter :] if self.reward_from_deter else feat
+
+    def reward_logits(self, params, feat):
+        """[..., bins] two-hot logits of the reward at features [..., F]."""
+        return self.reward.apply(params["reward"], self.reward_input(feat))
+
     def reward_mean(self, params, feat, bins):
-        return dists.twohot_mean(self.reward.apply(params["reward"], feat), bins)
+        return dists.twohot_mean(self.reward_logits(params, feat), bins)
 
     def cont_prob(self, params, feat):
         return dists.bernoulli_mean(self.cont.apply(params["cont"], feat)[..., 0])
@@ -142,7 +153,7 @@ def wm_loss(wm: WorldModel, params, batch: dict, key, h_wm, config: Config, gru_
     dec_nll, per_key = decoder_loss(wm.decoder.apply(params["decoder"], feat), obs_k, wm.spec)
     bins = dists.bins(config.bins, config.bin_low, config.bin_high)
     reward_k = gather_time(jnp.asarray(obs["reward"], jnp.float32), idx)
-    rew_nll = -dists.twohot_log_prob(wm.reward.apply(params["reward"], feat), reward_k, bins)
+    rew_nll = -dists.twohot_log_prob(wm.reward_logits(params, feat), reward_k, bins)
     cont_target = 1.0 - gather_time(batch["is_terminal"], idx).astype(jnp.float32)
     cont_nll = -dists.bernoulli_log_prob(wm.cont.apply(params["cont"], feat)[..., 0], cont_target)
 

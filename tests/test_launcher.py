@@ -10,6 +10,7 @@ import pytest
 
 from experiments import plot
 from experiments import train as launcher
+import mamba_jax as mj
 from mamba_jax import train as tr
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -49,6 +50,9 @@ def test_build_config():
         launcher.build_config("nope", [])
     with pytest.raises(ValueError, match="unknown env 'nope'; allowed|Config.env='nope'"):
         launcher.build_config("debug", ["env=nope"])
+    assert launcher.build_config("debug", ["reward_from_deter=true"]).reward_from_deter is True
+    with pytest.raises(ValueError, match="Config.reward_from_deter=1: allowed: True or False"):
+        mj.get_config("debug", reward_from_deter=1)
 
 
 def test_main_passes_flags_to_run(monkeypatch, tmp_path):

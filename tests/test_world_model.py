@@ -161,3 +161,29 @@ def test_image_encoder_decoder_shapes():
     assert total.shape == (2, 3)
     np.testing.assert_allclose(per_key["obs"] - (pred["obs"] - 0.5).__pow__(2).sum((-3, -2, -1)), 0.0, atol=1e-3)
     np.testing.assert_allclose(per_key["reward"], (pred["reward"] - np.log(2.0)) ** 2, rtol=1e-5)
+
+
+def test_reward_from_deter_reads_the_deterministic_state_only(setup):
+    config, _, batch, _ = setup
+    config = config.replace(reward_from_deter=True)
+    env, params = envs.make(config.env, num_episodes=N, episode_length=L)
+    state = mj.init(jax.random.PRNGKey(0), config, env.observation_space(params), env.action_space(params))
+    wm, p = state.world_model, state.params["wm"]
+    assert wm.reward_from_deter
+    kernel = p["reward"]["params"]["MLP_0"]["Dense_0"]["kernel"]
+    assert kernel.shape[0] == config.deter != wm.feature_size  # the head's input is h, not [stoch, h]
+    # a non-zero head (the output layer starts at zero), then two features that differ only in stoch
+    leaves, tree = jax.tree.flatten(p["reward"])
+    noise = [0.3 * jax.random.normal(jax.random.PRNGKey(i), x.shape) for i, x in enumerate(leaves)]
+    p = {**p, "reward": jax.tree.unflatten(tree, [x + n for x, n in zip(leaves, noise)])}
+    bins = mj.dists.bins(config.bins, config.bin_low, config.bin_high)
+    k1, k2 = jax.random.split(jax.random.PRNGKey(3))
+    deter = jax.random.normal(k1, (5, config.deter))
+    s = config.stoch * config.classes
+    feat_a = jnp.concatenate([jax.random.normal(k2, (5, s)), deter], -1)
+    feat_b = jnp.concatenate([jnp.zeros((5, s)), deter], -1)
+    np.testing.assert_array_equal(wm.reward_mean(p, feat_a, bins), wm.reward_mean(p, feat_b, bins))
+    assert float(jnp.std(wm.reward_mean(p, feat_a, bins))) > 0  # it does read h
+    # the loss trains that head: a finite loss, and a reward-head gradient
+    loss, grads = jax.value_and_grad(lambda q: wm_loss(wm, q, batch, jax.random.PRNGKey(4), T, config)[0])(p)
+    assert np.isfinite(float(loss)) and float(optax.tree.norm(grads["reward"])) > 0
