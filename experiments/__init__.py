@@ -25,6 +25,12 @@ def write_json_record(path, record: dict) -> None:
     print(f"wrote {path}")
 
 
+def read_result(stdout: str) -> dict:
+    """The JSON of the last `RESULT {json}` line a benchmark's child process printed."""
+    line = [l for l in stdout.splitlines() if l.startswith("RESULT ")][-1]
+    return json.loads(line[len("RESULT "):])
+
+
 def command_line(module: str, parser, args) -> str:
     """The command that reproduces a benchmark's record: `python -m MODULE` plus every option of
     `parser` (argparse) whose value in `args` differs from its default, as `--name=value`

@@ -16,7 +16,6 @@ reported). Writes results/bench_authors.json.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import pathlib
 import platform
@@ -24,7 +23,7 @@ import statistics
 import subprocess
 import sys
 
-from experiments import bench_revisions, command_line, write_json_record
+from experiments import bench_revisions, child_env, command_line, read_result, write_json_record
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -33,10 +32,9 @@ def time_authors(authors_python: str, authors_code: str, reps: int) -> dict:
     """One update of the authors' code (experiments/authors_update.py) in a fresh process."""
     cmd = [authors_python, str(ROOT / "experiments" / "authors_update.py"), f"--authors_code={authors_code}",
            f"--reps={reps}"]
-    env = {k: v for k, v in os.environ.items() if k not in ("GLIBC_TUNABLES", "PYTHONPATH")}
+    env = child_env(hugepages=False, pythonpath="")  # glibc's default malloc; nothing of ours on the path
     out = subprocess.run(cmd, cwd=authors_code, env=env, capture_output=True, text=True, check=True).stdout
-    line = [l for l in out.splitlines() if l.startswith("RESULT ")][-1]
-    return json.loads(line[len("RESULT "):])
+    return read_result(out)
 
 
 def main(argv=None):

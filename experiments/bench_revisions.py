@@ -21,7 +21,6 @@ progress line. Writes results/bench_revisions.json (or bench_revisions_train.jso
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import pathlib
 import platform
@@ -31,7 +30,7 @@ import subprocess
 import sys
 import tempfile
 
-from experiments import child_env, command_line, write_json_record
+from experiments import child_env, command_line, read_result, write_json_record
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -72,8 +71,7 @@ def time_update(code_dir: str, preset: str, reps: int, hugepages: bool, xla_flag
         env["XLA_FLAGS"] = xla_flags
     out = subprocess.run([sys.executable, "-c", TIMER, preset, str(reps)], cwd=code_dir, env=env,
                          capture_output=True, text=True, check=True).stdout
-    line = [l for l in out.splitlines() if l.startswith("RESULT ")][-1]
-    return json.loads(line[len("RESULT "):])
+    return read_result(out)
 
 
 def train_throughput(code_dir: str, preset: str, steps: int, hugepages: bool) -> dict:
