@@ -4,6 +4,7 @@
     python -m experiments.train --env=point_robot --logdir=runs/pr_dreamer --nomamba
     python -m experiments.train --env=debug --logdir=/tmp/dbg --steps=400 --config=batch_size=8 --config=wm_lr=3e-4
     python -m experiments.train --env=point_robot --logdir=runs/pr --resume      # continue a run
+    python -m experiments.train --env=point_robot --logdir=runs/pr_fb --init_from=runs/pr --config=free_bits=0.5
 
 Every flag and override is validated (preset names, Config field names and types, value
 ranges, env parameters) before anything is compiled; errors name the allowed values.
@@ -12,6 +13,7 @@ ranges, env parameters) before anything is compiled; errors name the allowed val
 from __future__ import annotations
 
 import dataclasses
+import os
 import sys
 
 from absl import app, flags
@@ -38,6 +40,10 @@ flags.DEFINE_integer(
 flags.DEFINE_integer("checkpoint_every", 1, "Checkpoint every this many chunks (and at the end).", lower_bound=1)
 flags.DEFINE_integer("max_to_keep", 2, "Checkpoints kept (the newest complete ones).", lower_bound=1)
 flags.DEFINE_bool("resume", False, "Continue the run in --logdir from its latest checkpoint.")
+flags.DEFINE_string(
+    "init_from", None,
+    "Start this new run from the latest checkpoint of the run in this logdir (train state and metrics), "
+    "continued with this run's config: fields that keep the state's shapes may differ (docs/training.md).")
 flags.DEFINE_bool("final_test", True, "Run the final test on final_eval_tasks fresh tasks at the end.")
 flags.DEFINE_bool("reference", True, "Report returns as a fraction of the Bayes-reference policy's.")
 flags.DEFINE_bool("dry_run", False, "Validate the flags, print the config and exit (compiles nothing).")
@@ -110,6 +116,12 @@ def main(argv):
         raise app.UsageError(f"--env is required; allowed: {', '.join(PRESETS)}")
     if FLAGS.logdir is None and not FLAGS.dry_run:
         raise app.UsageError("--logdir is required")
+    if FLAGS.init_from is not None:
+        if FLAGS.logdir is not None and os.path.abspath(FLAGS.logdir) == os.path.abspath(FLAGS.init_from):
+            raise app.UsageError("--init_from names --logdir itself; to continue a run use --resume")
+        source = os.path.join(FLAGS.init_from, "checkpoints")
+        if not os.path.isdir(source) or not any(name.isdigit() for name in os.listdir(source)):
+            raise app.UsageError(f"--init_from={FLAGS.init_from}: no checkpoint in {source}")
     try:
         config = build_config(FLAGS.env, FLAGS.config, FLAGS.mamba, FLAGS.steps)
     except ValueError as error:
@@ -130,6 +142,7 @@ def main(argv):
         checkpoint_every=FLAGS.checkpoint_every,
         max_to_keep=FLAGS.max_to_keep,
         resume=FLAGS.resume,
+        init_from=FLAGS.init_from,
         final_test=FLAGS.final_test,
         reference=FLAGS.reference,
     )

@@ -63,6 +63,14 @@ class Checkpointer:
         )
         return out["state"], dict(out["meta"])
 
+    def restore_meta(self, step: int | None = None) -> dict:
+        """The JSON metadata of checkpoint `step` (default: the latest), without the state."""
+        step = self.latest_step() if step is None else step
+        if step is None:
+            raise FileNotFoundError(f"no checkpoint in {self.directory}")
+        out = self._manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))
+        return dict(out["meta"])
+
     def close(self) -> None:
         self._manager.close()
 

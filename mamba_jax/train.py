@@ -380,6 +380,7 @@ def run(
     checkpoint_every: int = 1,
     max_to_keep: int = 2,
     resume: bool = False,
+    init_from: str | None = None,
     final_test: bool = True,
     reference: bool = True,
     agent=None,
@@ -401,6 +402,15 @@ def run(
     resume=True continues from the latest checkpoint in LOGDIR/checkpoints (same config, seed
     and num_seeds required) and reproduces the uninterrupted run's metrics exactly (with the
     same chunk_iterations and devices); without a checkpoint it starts a new run.
+
+    init_from=OTHER_LOGDIR starts a new run (LOGDIR without checkpoints) from the latest
+    checkpoint of another run: its whole train state (parameters, optimiser states, replay, keys,
+    counters) and its metrics rows up to that checkpoint, continued under `config`, which may
+    differ from the other run's in fields that keep the train state's shapes (a loss scale, a
+    learning rate, free bits, ...; not the network sizes or the replay). Seed and num_seeds must
+    match. LOGDIR/init_from.json records the source, its step and the changed fields. With the
+    same config the continuation equals the other run resumed. Ignored when resume=True finds a
+    checkpoint in LOGDIR (an interrupted continuation resumes like any run).
 
     Seed i of the run starts from fold_in(PRNGKey(seed), i), so a run's seed i does not
     depend on num_seeds. `functions` (from `compile_run`, same config / num_seeds /
@@ -461,6 +471,17 @@ def run(
         wall_offset, next_eval, chunks = meta["wall_seconds"], meta["next_eval"], meta["chunks"]
         start_steps = int(meta["env_steps"])
         say(f"resumed {logdir} at {start_steps} env steps")
+    elif init_from is not None:
+        state, meta, changed = _init_from(init_from, fns, keys, run_info)
+        wall_offset, next_eval, chunks = meta["wall_seconds"], meta["next_eval"], meta["chunks"]
+        start_steps = int(meta["env_steps"])
+        if main_process:
+            _start_metrics_from(init_from, logdir, start_steps)
+            with open(os.path.join(logdir, "init_from.json"), "w") as f:
+                json.dump({"logdir": os.path.abspath(init_from), "env_steps": start_steps, "changed": changed}, f,
+                          indent=1)
+        say(f"started from {init_from} at {start_steps} env steps"
+            + (f" with a different {', '.join(changed)}" if changed else " (same settings)"))
     else:
         state, wall_offset, next_eval, chunks, start_steps = None, 0.0, 0, 0, 0
 
@@ -560,6 +581,55 @@ def final_test_returns(fns: RunFunctions, state: TrainState, config, reference=N
     summary = ev.summarize(stats, "test", reference)
     summary["test/num_tasks"] = config.final_eval_tasks
     return summary
+
+
+def _init_from(source: str, fns: RunFunctions, keys, run_info: dict):
+    """(state, meta, changed settings) of the latest checkpoint of the run in `source`, restored
+    into the shapes of this run's train state. Raises ValueError naming the problem."""
+    from mamba_jax import checkpoint as ckpt_lib
+
+    directory = os.path.join(source, "checkpoints")
+    if not os.path.isdir(directory):
+        raise ValueError(f"init_from={source!r}: no checkpoints directory there")
+    checkpointer = ckpt_lib.Checkpointer(directory)
+    try:
+        if checkpointer.latest_step() is None:
+            raise ValueError(f"init_from={source!r}: it holds no complete checkpoint")
+        saved = checkpointer.restore_meta()["run"]
+        for name in ("seed", "num_seeds"):
+            if saved.get(name) != run_info[name]:
+                raise ValueError(f"init_from={source!r}: that run has {name}={saved.get(name)}, this one "
+                                 f"{run_info[name]}; they must match")
+        defaults = json.loads(json.dumps(dataclasses.asdict(Config())))
+        before = {**defaults, **json.loads(json.dumps(saved["config"]))}
+        after = json.loads(json.dumps(run_info["config"]))
+        changed = [f"config.{k}" for k in sorted(after) if k != "env_steps" and before.get(k) != after[k]]
+        abstract = jax.eval_shape(fns.init, keys)
+        try:
+            state, meta = restore_checkpoint(fns, keys, checkpointer)
+        except Exception as error:  # orbax raises several types for a structure or shape mismatch
+            raise ValueError(f"init_from={source!r}: its train state does not fit this config (changed: "
+                             f"{', '.join(changed) or 'nothing'}); only fields that keep the shapes may change. "
+                             f"orbax: {str(error)[:300]}") from None
+        bad = [jax.tree_util.keystr(p) for (p, a), b in zip(jax.tree_util.tree_leaves_with_path(abstract),
+                                                             jax.tree.leaves(state)) if a.shape != b.shape]
+        if bad:
+            raise ValueError(f"init_from={source!r}: its train state does not fit this config (changed: "
+                             f"{', '.join(changed) or 'nothing'}; shapes differ at {', '.join(bad[:4])})")
+    finally:
+        checkpointer.close()
+    return state, meta, changed
+
+
+def _start_metrics_from(source: str, logdir: str, max_env_steps: int) -> None:
+    """Copies the metrics rows of `source` up to `max_env_steps` into LOGDIR/metrics.jsonl."""
+    from mamba_jax.logging import METRICS_FILE, read_metrics
+
+    os.makedirs(logdir, exist_ok=True)
+    with open(os.path.join(logdir, METRICS_FILE), "w") as f:
+        for row in read_metrics(source):
+            if row.get("env_steps", 0) <= max_env_steps:
+                f.write(json.dumps(row) + "\n")
 
 
 # Settings a resume may change: the trajectory of a seed does not depend on them (each iteration

@@ -60,7 +60,8 @@ def test_main_passes_flags_to_run(monkeypatch, tmp_path):
     monkeypatch.setattr(tr, "run", lambda config, logdir, **kwargs: calls.append((config, logdir, kwargs)))
     argv = ["train", "--env=debug", f"--logdir={tmp_path}", "--steps=400", "--config=batch_size=8",
             "--config=wm_lr=1e-3", "--nomamba", "--num_seeds=3", "--seed=5", "--chunk_iterations=4",
-            "--eval_every=80", "--checkpoint_every=2", "--resume"]
+            "--eval_every=80", "--checkpoint_every=2", "--resume", f"--init_from={tmp_path / 'src'}"]
+    (tmp_path / "src" / "checkpoints" / "120").mkdir(parents=True)
     launcher.FLAGS(argv)
     try:
         assert launcher.main(["train"]) == 0
@@ -71,7 +72,7 @@ def test_main_passes_flags_to_run(monkeypatch, tmp_path):
     assert logdir == str(tmp_path)
     assert kwargs["num_seeds"] == 3 and kwargs["seed"] == 5 and kwargs["steps"] == 400
     assert kwargs["chunk_iterations"] == 4 and kwargs["eval_every"] == 80 and kwargs["checkpoint_every"] == 2
-    assert kwargs["resume"] is True
+    assert kwargs["resume"] is True and kwargs["init_from"] == str(tmp_path / "src")
 
 
 def _compiled_training(stderr: str) -> list[str]:
@@ -111,6 +112,8 @@ def test_bad_flags_fail_before_compiling(flags, message, tmp_path):
         (["--env=debug", "--logdir=LOG", "--config=eval_tasks=-3"], "Config.eval_tasks=-3: allowed: an integer >= 1"),
         (["--logdir=LOG"], "--env is required; allowed: point_robot"),
         (["--env=debug"], "--logdir is required"),
+        (["--env=debug", "--logdir=LOG", "--init_from=LOG_nowhere"], "_nowhere: no checkpoint in"),
+        (["--env=debug", "--logdir=LOG", "--init_from=LOG"], "--init_from names --logdir itself"),
     ],
 )
 def test_main_rejects_bad_values_without_running(flags, message, monkeypatch, tmp_path):

@@ -195,6 +195,47 @@ def test_resume_is_exact(full_run, functions, tmp_path):
             assert json.load(f) == json.load(g)
 
 
+def test_init_from_continues_another_run(full_run, functions, tmp_path):
+    """A new run started from another run's checkpoint at 80 env steps: with the same config it is
+    that run resumed (metrics, params and replay equal the uninterrupted 120-step run's); a config
+    that keeps the shapes starts from exactly the saved state and records what changed; one that
+    changes them, or another seed count, fails with a ValueError naming the problem."""
+    out, logdir = full_run
+    kwargs = dict(num_seeds=NUM_SEEDS, chunk_iterations=1, eval_every=40, reference=False, print_fn=lambda s: None)
+    source = str(tmp_path / "source")
+    first = tr.run(CONFIG, source, steps=80, functions=functions, **kwargs)
+    same = str(tmp_path / "same")
+    cont = tr.run(CONFIG, same, steps=120, init_from=source, functions=functions, **kwargs)
+    assert [strip(r) for r in read_metrics(same)] == [strip(r) for r in read_metrics(logdir)]
+    for a, b in zip(params_of(cont["state"]), params_of(out["state"])):
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(cont["state"].replay.data["obs"]["obs"], out["state"].replay.data["obs"]["obs"])
+    with open(os.path.join(same, "init_from.json")) as f:
+        assert json.load(f) == {"logdir": os.path.abspath(source), "env_steps": 80, "changed": []}
+    assert [r["env_steps"] for r in read_metrics(source)] == [40, 80]  # the source is left as it was
+
+    # A changed loss scale: the budget is already spent, so the run only restores (no compilation).
+    changed = str(tmp_path / "changed")
+    lines = []
+    got = tr.run(CONFIG.replace(free_bits=0.5), changed, steps=80, init_from=source, final_test=False,
+                 num_seeds=NUM_SEEDS, chunk_iterations=1, eval_every=40, reference=False, print_fn=lines.append)
+    for a, b in zip(params_of(got["state"]), params_of(first["state"])):
+        np.testing.assert_array_equal(a, b)
+    with open(os.path.join(changed, "init_from.json")) as f:
+        assert json.load(f)["changed"] == ["config.free_bits"]
+    assert any("different config.free_bits" in line for line in lines)
+    assert [r["env_steps"] for r in read_metrics(changed)] == [40, 80]
+
+    with pytest.raises(ValueError, match="config.units"):
+        tr.run(CONFIG.replace(units=16), str(tmp_path / "units"), steps=80, init_from=source, final_test=False,
+               **kwargs)
+    with pytest.raises(ValueError, match="num_seeds"):
+        tr.run(CONFIG, str(tmp_path / "seeds"), steps=80, num_seeds=1, init_from=source, final_test=False,
+               chunk_iterations=1, eval_every=40, reference=False, print_fn=lambda s: None)
+    with pytest.raises(ValueError, match="no checkpoints"):
+        tr.run(CONFIG, str(tmp_path / "none"), steps=80, init_from=str(tmp_path / "missing"), **kwargs)
+
+
 def test_resume_takes_config_fields_added_later_at_their_defaults():
     """A checkpoint written before a Config field existed resumes with that field at its default
     and refuses a run that sets it otherwise."""
