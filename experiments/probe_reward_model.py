@@ -19,6 +19,12 @@ disk the walk touched are ruled out and the rest renormalised (0 at A itself, an
 elsewhere). A model that keeps predicting reward at A after seeing none there explains an agent that
 waits at a favourite arc; one that predicts it elsewhere leaves the fault with the actor.
 
+The split (`--split=0.45`, default) asks how the model reaches its mean: a real roll-out either
+stands in the goal disk (about 0.9 reward per step) or not (0), so the true split puts the fraction
+of goals whose disk covers the point (0.128 in the middle of the arc) above 0.45 and the rest at 0.
+A model that imagines discoveries at the right rate matches that; one whose roll-outs sit in between
+(0.2 per step, never resolving whether the goal is there) promises reward for waiting.
+
 A calibrated model matches the truth at every angle. A model whose replay rarely reached some
 part of the circle predicts about 0 there, and the actor, which only optimises imagined reward,
 then has no reason to search there: that is how docs/learning_checks.md ("Third round") found
@@ -119,6 +125,12 @@ def predicted_rewards(agent_state, env, env_params, thetas, key, samples: int = 
 
     agent_state: one seed's AgentState; env, env_params: the run's (meta-wrapped) point-robot env.
     """
+    return rollout_rewards(agent_state, env, env_params, thetas, key, samples, stay).mean(axis=1)
+
+
+def rollout_rewards(agent_state, env, env_params, thetas, key, samples: int = 512, stay: int = 25):
+    """[len(thetas), samples]: each imagined roll-out's mean predicted reward per step while staying
+    at each angle (`predicted_rewards` is its mean over the roll-outs)."""
     from mamba_jax import agent as agent_lib
 
     inner = env_params.env_params
@@ -137,9 +149,30 @@ def predicted_rewards(agent_state, env, env_params, thetas, key, samples: int = 
         length = walk + stay - 1
         actions = jnp.where(jnp.arange(length)[:, None] < walk, 1.0, 0.0) * direction
         rewards = imagined_rewards(agent_state, start, actions, k_imag)
-        return rewards[walk - 1 :].mean()  # the arrival step and the steps spent standing there
+        return rewards[walk - 1 :].mean(axis=0)  # the arrival step and the steps spent standing there
 
     return jax.jit(jax.vmap(one_angle))(jnp.asarray(thetas, jnp.float32))
+
+
+def split_rollouts(per_rollout, threshold: float):
+    """(fraction of roll-outs whose mean reward per step is above `threshold`, the mean reward of
+    those, the mean reward of the others), each [..., angles], from `per_rollout` [..., angles, N].
+    A conditional mean is 0 where its group is empty."""
+    above = per_rollout > threshold
+    count = above.sum(-1)
+    n = per_rollout.shape[-1]
+    hi = np.where(count > 0, np.where(above, per_rollout, 0.0).sum(-1) / np.maximum(count, 1), 0.0)
+    lo = np.where(count < n, np.where(above, 0.0, per_rollout).sum(-1) / np.maximum(n - count, 1), 0.0)
+    return count / n, hi, lo
+
+
+def true_goal_probability(inner_params, theta: float, points: int = 200_001) -> float:
+    """P over alpha ~ U(goal_angle_min, goal_angle_max) that the point at angle theta on the goal
+    circle lies in the goal disk: the fraction of real roll-outs that stand in the goal there."""
+    p = inner_params
+    alpha = np.linspace(p.goal_angle_min, p.goal_angle_max, points)
+    d = 2.0 * p.goal_circle_radius * np.abs(np.sin((theta - alpha) / 2.0))
+    return float(np.trapezoid((d <= p.goal_disk_radius).astype(float), alpha) / (p.goal_angle_max - p.goal_angle_min))
 
 
 def visit_plan(inner_params, visit_theta: float, visit_stay: int, thetas, stay: int):
@@ -252,10 +285,10 @@ def load_run(logdir: str, step: int | None = None):
 
 
 def probe(logdir: str, angles: int = 13, samples: int = 512, stay: int = 25, step: int | None = None,
-          seed: int = 0, visits=(), visit_stay: int = 20) -> dict:
+          seed: int = 0, visits=(), visit_stay: int = 20, split: float = 0.45) -> dict:
     """Runs the probe on every seed of the run; returns (and writes) the result dict. With `visits`
     (angles), the result also holds one after-visit probe per angle, a list under "after_visit"
-    (module doc)."""
+    (module doc). "split" splits the roll-outs at `split` reward per step (module doc)."""
     import envs
 
     with open(os.path.join(logdir, "run.json")) as f:
@@ -275,11 +308,17 @@ def probe(logdir: str, angles: int = 13, samples: int = 512, stay: int = 25, ste
     thetas = np.linspace(inner.goal_angle_min + margin, inner.goal_angle_max - margin, angles)
     truth = [true_expected_reward(inner, t) for t in thetas]
     key = jax.random.PRNGKey(seed)
-    per_seed_fn = lambda agent: predicted_rewards(agent, env, env_params, thetas, key, samples, stay)  # noqa: E731
-    preds = jax.jit(jax.vmap(per_seed_fn))(state.agent)  # [seeds, angles], one compilation for all seeds
-    per_seed = np.asarray(preds, np.float64).tolist()
+    per_seed_fn = lambda agent: rollout_rewards(agent, env, env_params, thetas, key, samples, stay)  # noqa: E731
+    rollouts = np.asarray(jax.jit(jax.vmap(per_seed_fn))(state.agent), np.float64)  # [seeds, angles, samples]
+    per_seed = rollouts.mean(-1).tolist()
+    fraction, hi, lo = split_rollouts(rollouts, split)
+    goal_p = [true_goal_probability(inner, t) for t in thetas]
     result = {"logdir": logdir, "env_steps": env_steps, "samples": samples, "stay_steps": stay,
-              "theta": thetas.tolist(), "true_expected_reward": truth, "predicted_reward_per_seed": per_seed}
+              "theta": thetas.tolist(), "true_expected_reward": truth, "predicted_reward_per_seed": per_seed,
+              "split": {"threshold": split, "true_fraction_in_goal": goal_p,
+                        "true_reward_in_goal": [t / p if p > 0 else 0.0 for t, p in zip(truth, goal_p)],
+                        "fraction_above_per_seed": fraction.tolist(), "reward_above_per_seed": hi.tolist(),
+                        "reward_below_per_seed": lo.tolist()}}
     if visits:
         result["after_visit"] = [probe_after_visit(env, env_params, state.agent, thetas, key, samples, stay, visit,
                                                    visit_stay) for visit in visits]
@@ -309,6 +348,16 @@ def format_result(result: dict) -> str:
              "truth  " + " ".join(f"{v:6.3f}" for v in result["true_expected_reward"])]
     for i, pred in enumerate(result["predicted_reward_per_seed"]):
         lines.append(f"seed {i} " + " ".join(f"{v:6.3f}" for v in pred))
+    split = result.get("split")
+    if split is not None:
+        lines += [f"roll-outs whose mean reward per step is above {split['threshold']:g} (a real one stands in the goal "
+                  "disk, about 0.9 per step, or outside it, 0): their fraction, their mean reward, the others' mean "
+                  "reward",
+                  "truth  " + " ".join(f"{v:6.3f}" for v in split["true_fraction_in_goal"]) + "  (fraction in the goal)"]
+        for i in range(len(split["fraction_above_per_seed"])):
+            for name in ("fraction_above", "reward_above", "reward_below"):
+                row = split[f"{name}_per_seed"][i]
+                lines.append(f"seed {i} " + " ".join(f"{v:6.3f}" for v in row) + f"  ({name.replace('_', ' ')})")
     for after in result.get("after_visit", []):
         lines += [f"after walking to theta = {after['visit_theta']:.2f} and standing there {after['visit_stay_steps']} "
                   f"steps with no reward (largest reward observed: {after['observed_reward_max']:.3f}), then walking "
@@ -329,6 +378,8 @@ def main(argv=None):
     parser.add_argument("--visit", type=str, default="",
                         help="comma-separated angles (radians): also probe after a visit without reward to each "
                              "(module doc)")
+    parser.add_argument("--split", type=float, default=0.45,
+                        help="also split the roll-outs at this mean reward per step (module doc)")
     parser.add_argument("--visit_stay", type=int, default=20, help="steps spent standing at the visited point")
     args = parser.parse_args(argv)
     for name in ("angles", "samples", "stay", "visit_stay"):
@@ -339,7 +390,7 @@ def main(argv=None):
     except ValueError:
         parser.error(f"--visit={args.visit}: allowed: comma-separated angles in radians, e.g. 0.6,1.57")
     result = probe(args.logdir, args.angles, args.samples, args.stay, args.step, visits=visits,
-                   visit_stay=args.visit_stay)
+                   visit_stay=args.visit_stay, split=args.split)
     print(format_result(result))
     print(f"wrote {os.path.join(args.logdir, 'probe_reward_model.json')}")
 

@@ -29,6 +29,27 @@ def test_true_expected_reward_by_hand():
     assert expected_by_hand(1.0) == pytest.approx(0.11477, abs=1e-5)
 
 
+def test_true_goal_probability_by_hand():
+    """The point is in the goal disk iff |alpha - theta| <= w = 2 asin(0.1): probability 2 w / pi in
+    the middle of the arc, half of it at an end; the reward in the goal, E[r] / P, is about 0.9."""
+    _, params = envs.make("point_robot")
+    inner = params.env_params
+    w = 2.0 * math.asin(0.1)
+    assert probe.true_goal_probability(inner, math.pi / 2) == pytest.approx(2 * w / math.pi, rel=1e-4)
+    assert probe.true_goal_probability(inner, 0.0) == pytest.approx(w / math.pi, rel=1e-4)
+    assert probe.true_goal_probability(inner, math.pi / 2) == pytest.approx(0.12754, abs=1e-5)
+    in_goal = probe.true_expected_reward(inner, math.pi / 2) / probe.true_goal_probability(inner, math.pi / 2)
+    assert in_goal == pytest.approx(0.9, abs=0.01)
+
+
+def test_split_rollouts_by_hand():
+    per_rollout = np.array([[[0.9, 0.0, 0.1, 0.8], [0.0, 0.0, 0.0, 0.0], [0.5, 0.6, 0.7, 0.8]]])  # [1, 3 angles, 4]
+    fraction, hi, lo = probe.split_rollouts(per_rollout, 0.45)
+    np.testing.assert_allclose(fraction, [[0.5, 0.0, 1.0]])
+    np.testing.assert_allclose(hi, [[0.85, 0.0, 0.65]])
+    np.testing.assert_allclose(lo, [[0.05, 0.0, 0.0]])
+
+
 def test_fresh_world_model_predicts_zero_reward_everywhere():
     config = mj.get_config("debug")
     env, params = envs.make(config.env, num_episodes=config.num_episodes, episode_length=config.episode_length)

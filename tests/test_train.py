@@ -383,7 +383,12 @@ def test_probe_reward_model_reads_the_checkpoint(full_run):
     assert preds.shape == (NUM_SEEDS, 3) and np.all(np.isfinite(preds))
     with open(os.path.join(logdir, "probe_reward_model.json")) as f:
         assert json.load(f)["predicted_reward_per_seed"] == result["predicted_reward_per_seed"]
-    assert "seed 1" in probe_reward_model.format_result(result)
+    text = probe_reward_model.format_result(result)
+    assert "seed 1" in text and "(fraction above)" in text
+    split = result["split"]  # the split's parts recombine into the mean
+    fraction, hi, lo = (np.asarray(split[f"{k}_per_seed"]) for k in ("fraction_above", "reward_above", "reward_below"))
+    np.testing.assert_allclose(fraction * hi + (1 - fraction) * lo, preds, rtol=1e-6, atol=1e-9)
+    assert np.all((fraction >= 0) & (fraction <= 1)) and fraction.shape == (NUM_SEEDS, 3)
     # the debug episodes (10 steps) are too short for a visit (10 steps to the circle): refused up front
     with pytest.raises(ValueError, match="must end inside the first episode"):
         probe_reward_model.probe(logdir, visits=(1.5,), visit_stay=1)
