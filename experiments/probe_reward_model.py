@@ -50,10 +50,16 @@ def true_expected_reward(inner_params, theta: float, points: int = 200_001) -> f
     """E over alpha ~ U(goal_angle_min, goal_angle_max) of the reward of standing at angle theta
     on the goal circle (d = distance to the goal at alpha; r = 1 - d if d <= disk radius else 0)."""
     p = inner_params
-    alpha = np.linspace(p.goal_angle_min, p.goal_angle_max, points)
-    d = 2.0 * p.goal_circle_radius * np.abs(np.sin((theta - alpha) / 2.0))
+    alpha, d = _goal_distances(p, theta, points)
     r = np.where(d <= p.goal_disk_radius, 1.0 - d, 0.0)
     return float(np.trapezoid(r, alpha) / (p.goal_angle_max - p.goal_angle_min))
+
+
+def _goal_distances(p, theta: float, points: int):
+    """(alpha [points], the distance from the point at angle theta on the goal circle to the goal at
+    each alpha), alpha spanning the goal angles."""
+    alpha = np.linspace(p.goal_angle_min, p.goal_angle_max, points)
+    return alpha, 2.0 * p.goal_circle_radius * np.abs(np.sin((theta - alpha) / 2.0))
 
 
 def goto_actions(start, target, steps: int, step_size: float, bound: float = 1.0):
@@ -170,8 +176,7 @@ def true_goal_probability(inner_params, theta: float, points: int = 200_001) -> 
     """P over alpha ~ U(goal_angle_min, goal_angle_max) that the point at angle theta on the goal
     circle lies in the goal disk: the fraction of real roll-outs that stand in the goal there."""
     p = inner_params
-    alpha = np.linspace(p.goal_angle_min, p.goal_angle_max, points)
-    d = 2.0 * p.goal_circle_radius * np.abs(np.sin((theta - alpha) / 2.0))
+    alpha, d = _goal_distances(p, theta, points)
     return float(np.trapezoid((d <= p.goal_disk_radius).astype(float), alpha) / (p.goal_angle_max - p.goal_angle_min))
 
 
