@@ -99,7 +99,7 @@ class Config:
     # --- optional exploration bonus (not in the paper; mamba_jax/explore.py) ---
     expl_scale: float = 0.0  # imagined reward += expl_scale * ensemble disagreement; 0 = off
     expl_members: int = 8  # ensemble size
-    # --- optional predictive reward head (not in the paper; docs/agent.md, docs/learning_checks.md eighth round) ---
+    # --- optional predictive reward head (not in the paper; docs/agent.md, docs/learning_checks.md eighth and ninth rounds) ---
     reward_from_deter: bool = False  # reward head reads the deterministic state h_t only (E[r_t | history])
     # --- optimisers ---
     wm_lr: float = 1e-4
