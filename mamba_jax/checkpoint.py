@@ -53,9 +53,7 @@ class Checkpointer:
     def restore(self, target: Any, step: int | None = None) -> tuple[Any, dict]:
         """Restores (state, meta) of `step` (default: the latest). `target` is a pytree of arrays
         or jax.ShapeDtypeStruct (with shardings) giving the structure, shapes and placement."""
-        step = self.latest_step() if step is None else step
-        if step is None:
-            raise FileNotFoundError(f"no checkpoint in {self.directory}")
+        step = self._step(step)
         abstract = jax.tree.map(_abstract, target)
         out = self._manager.restore(
             step,
@@ -65,11 +63,16 @@ class Checkpointer:
 
     def restore_meta(self, step: int | None = None) -> dict:
         """The JSON metadata of checkpoint `step` (default: the latest), without the state."""
+        step = self._step(step)
+        out = self._manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))
+        return dict(out["meta"])
+
+    def _step(self, step: int | None) -> int:
+        """`step`, or the latest complete one when None; FileNotFoundError if there is none."""
         step = self.latest_step() if step is None else step
         if step is None:
             raise FileNotFoundError(f"no checkpoint in {self.directory}")
-        out = self._manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))
-        return dict(out["meta"])
+        return step
 
     def close(self) -> None:
         self._manager.close()
