@@ -78,6 +78,10 @@ class Config:
     layer_norm_eps: float = 1e-3
     # --- world-model loss ---
     free_bits: float = 1.0
+    # optional (not in the paper; docs/learning_checks.md tenth round): the dynamics loss's own floor,
+    # -1 = free_bits. Below the floor the prior gets no gradient, so it keeps (for free) a probability
+    # of events the posterior rules out, e.g. a reward appearing while the robot stands still.
+    dyn_free_bits: float = -1.0
     kl_dyn_scale: float = 0.5
     kl_rep_scale: float = 0.1
     dec_scale: float = 1.0
@@ -123,6 +127,11 @@ class Config:
         return self.mamba and self.initial_wm_horizon < self.meta_length
 
     @property
+    def dyn_free_floor(self) -> float:
+        """The floor of the dynamics (prior) KL loss: dyn_free_bits, or free_bits where it is -1."""
+        return self.free_bits if self.dyn_free_bits == -1 else self.dyn_free_bits
+
+    @property
     def has_exploration_bonus(self) -> bool:
         """The optional ensemble-disagreement bonus (mamba_jax/explore.py) is on."""
         return self.expl_scale > 0
@@ -165,6 +174,8 @@ class Config:
             v = getattr(self, f)
             if not v >= 0:
                 raise ValueError(f"Config.{f}={v!r}: allowed: a number >= 0")
+        if not (self.dyn_free_bits == -1 or self.dyn_free_bits >= 0):
+            raise ValueError(f"Config.dyn_free_bits={self.dyn_free_bits!r}: allowed: a number >= 0, or -1 for free_bits")
         for f in ("gamma", "slow_critic_rate", "retnorm_rate"):
             v = getattr(self, f)
             if not 0 < v <= 1:

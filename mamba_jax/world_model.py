@@ -117,11 +117,13 @@ def sample_times(key, h_wm, batch: int, length: int, count: int):
     return idx, jnp.ones((batch, count), jnp.float32)
 
 
-def kl_losses(post_logits, prior_logits, free_bits: float):
-    """[..., S, C] logits -> (dyn [...], rep [...], kl [...]): KL summed over latents, clipped below at free_bits."""
+def kl_losses(post_logits, prior_logits, free_bits: float, dyn_free_bits: float | None = None):
+    """[..., S, C] logits -> (dyn [...], rep [...], kl [...]): KL summed over latents, clipped below at
+    free_bits (dyn at `dyn_free_bits` where given: Config.dyn_free_bits)."""
     dyn = dists.categorical_kl(sg(post_logits), prior_logits).sum(-1)
     rep = dists.categorical_kl(post_logits, sg(prior_logits)).sum(-1)
-    return jnp.maximum(dyn, free_bits), jnp.maximum(rep, free_bits), sg(rep)
+    dyn_floor = free_bits if dyn_free_bits is None else dyn_free_bits
+    return jnp.maximum(dyn, dyn_floor), jnp.maximum(rep, free_bits), sg(rep)
 
 
 def _masked_mean(x, w):
@@ -144,7 +146,7 @@ def wm_loss(wm: WorldModel, params, batch: dict, key, h_wm, config: Config, gru_
     gru_input = post.pop("gru_input", None)
 
     mask = (jnp.arange(S)[None, :] <= h_wm).astype(jnp.float32) * jnp.ones((B, 1))
-    dyn, rep, kl = kl_losses(post["logits"], prior["logits"], config.free_bits)
+    dyn, rep, kl = kl_losses(post["logits"], prior["logits"], config.free_bits, config.dyn_free_floor)
     dyn_loss, rep_loss = _masked_mean(dyn, mask), _masked_mean(rep, mask)
 
     idx, weight = sample_times(k_rec, h_wm, B, S - 1, config.recon_subsample)

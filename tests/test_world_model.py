@@ -187,3 +187,16 @@ def test_reward_from_deter_reads_the_deterministic_state_only(setup):
     # the loss trains that head: a finite loss, and a reward-head gradient
     loss, grads = jax.value_and_grad(lambda q: wm_loss(wm, q, batch, jax.random.PRNGKey(4), T, config)[0])(p)
     assert np.isfinite(float(loss)) and float(optax.tree.norm(grads["reward"])) > 0
+
+
+def test_dyn_free_bits_floors_the_dynamics_loss_alone(setup):
+    config, state, batch, _ = setup
+    wm, p, key = state.world_model, state.params["wm"], jax.random.PRNGKey(5)
+    metrics = lambda c: wm_loss(wm, p, batch, key, T, c)[1][0]  # noqa: E731
+    high = config.replace(free_bits=100.0)  # above any KL of this model: every term sits on the floor
+    both = metrics(high)
+    np.testing.assert_allclose([both["wm/dyn"], both["wm/rep"]], [100.0, 100.0])
+    apart = metrics(high.replace(dyn_free_bits=0.0))
+    np.testing.assert_allclose(apart["wm/rep"], 100.0)
+    np.testing.assert_allclose(apart["wm/dyn"], apart["wm/kl"], rtol=1e-5)  # unclipped: KL(sg(post) || prior)
+    assert 0 < float(apart["wm/dyn"]) < 100.0
