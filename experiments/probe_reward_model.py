@@ -25,6 +25,11 @@ of goals whose disk covers the point (0.128 in the middle of the arc) above 0.45
 A model that imagines discoveries at the right rate matches that; one whose roll-outs sit in between
 (0.2 per step, never resolving whether the goal is there) promises reward for waiting.
 
+The same split per standing step ("above_by_step") shows when the imagined discoveries happen: in
+the real task the robot is in the goal disk from its arrival on or never, so the fraction above the
+split is the same at every step. A model whose fraction grows with the steps spent standing
+imagines goals that appear while the robot waits (docs/learning_checks.md, tenth round).
+
 A calibrated model matches the truth at every angle. A model whose replay rarely reached some
 part of the circle predicts about 0 there, and the actor, which only optimises imagined reward,
 then has no reason to search there: that is how docs/learning_checks.md ("Third round") found
@@ -110,7 +115,7 @@ def imagined_rewards(agent_state, start: dict, actions, key):
     """[L, N] reward the world model predicts at each step of the open-loop action sequence
     `actions` [L, 2] (the same for all N start states), imagined from `start` (latent states [N])."""
     from mamba_jax import dists
-    from mamba_jax.rssm import RSSM, feature
+    from mamba_jax.rssm import feature
 
     wm, config = agent_state.world_model, agent_state.config
     bins = dists.bins(config.bins, config.bin_low, config.bin_high)
@@ -118,8 +123,7 @@ def imagined_rewards(agent_state, start: dict, actions, key):
 
     def step(state, xs):
         action, k = xs
-        nxt = wm.rssm.apply(agent_state.params["wm"]["rssm"], state, jnp.broadcast_to(action, (n, 2)), k,
-                            method=RSSM.img_step)
+        nxt = wm.img_step(agent_state.params["wm"], state, jnp.broadcast_to(action, (n, 2)), k)
         return nxt, wm.reward_mean(agent_state.params["wm"], feature(nxt), bins)
 
     _, rewards = jax.lax.scan(step, start, (actions, jax.random.split(key, actions.shape[0])))
@@ -137,6 +141,12 @@ def predicted_rewards(agent_state, env, env_params, thetas, key, samples: int = 
 def rollout_rewards(agent_state, env, env_params, thetas, key, samples: int = 512, stay: int = 25):
     """[len(thetas), samples]: each imagined roll-out's mean predicted reward per step while staying
     at each angle (`predicted_rewards` is its mean over the roll-outs)."""
+    return rollout_step_rewards(agent_state, env, env_params, thetas, key, samples, stay).mean(axis=1)
+
+
+def rollout_step_rewards(agent_state, env, env_params, thetas, key, samples: int = 512, stay: int = 25):
+    """[len(thetas), stay, samples]: the reward each imagined roll-out predicts at each step spent at
+    each angle (the arrival step first)."""
     from mamba_jax import agent as agent_lib
 
     inner = env_params.env_params
@@ -155,7 +165,7 @@ def rollout_rewards(agent_state, env, env_params, thetas, key, samples: int = 51
         length = walk + stay - 1
         actions = jnp.where(jnp.arange(length)[:, None] < walk, 1.0, 0.0) * direction
         rewards = imagined_rewards(agent_state, start, actions, k_imag)
-        return rewards[walk - 1 :].mean(axis=0)  # the arrival step and the steps spent standing there
+        return rewards[walk - 1 :]  # the arrival step and the steps spent standing there
 
     return jax.jit(jax.vmap(one_angle))(jnp.asarray(thetas, jnp.float32))
 
@@ -313,17 +323,21 @@ def probe(logdir: str, angles: int = 13, samples: int = 512, stay: int = 25, ste
     thetas = np.linspace(inner.goal_angle_min + margin, inner.goal_angle_max - margin, angles)
     truth = [true_expected_reward(inner, t) for t in thetas]
     key = jax.random.PRNGKey(seed)
-    per_seed_fn = lambda agent: rollout_rewards(agent, env, env_params, thetas, key, samples, stay)  # noqa: E731
-    rollouts = np.asarray(jax.jit(jax.vmap(per_seed_fn))(state.agent), np.float64)  # [seeds, angles, samples]
+    per_seed_fn = lambda agent: rollout_step_rewards(agent, env, env_params, thetas, key, samples, stay)  # noqa: E731
+    by_step = np.asarray(jax.jit(jax.vmap(per_seed_fn))(state.agent), np.float64)  # [seeds, angles, stay, samples]
+    rollouts = by_step.mean(-2)  # [seeds, angles, samples]
     per_seed = rollouts.mean(-1).tolist()
     fraction, hi, lo = split_rollouts(rollouts, split)
+    above_by_step = (by_step > split).mean(-1).mean(1)  # [seeds, stay], mean over the angles
     goal_p = [true_goal_probability(inner, t) for t in thetas]
     result = {"logdir": logdir, "env_steps": env_steps, "samples": samples, "stay_steps": stay,
               "theta": thetas.tolist(), "true_expected_reward": truth, "predicted_reward_per_seed": per_seed,
               "split": {"threshold": split, "true_fraction_in_goal": goal_p,
                         "true_reward_in_goal": [t / p if p > 0 else 0.0 for t, p in zip(truth, goal_p)],
                         "fraction_above_per_seed": fraction.tolist(), "reward_above_per_seed": hi.tolist(),
-                        "reward_below_per_seed": lo.tolist()}}
+                        "reward_below_per_seed": lo.tolist(),
+                        "true_fraction_in_goal_mean": float(np.mean(goal_p)),
+                        "above_by_step_per_seed": above_by_step.tolist()}}
     if visits:
         result["after_visit"] = [probe_after_visit(env, env_params, state.agent, thetas, key, samples, stay, visit,
                                                    visit_stay) for visit in visits]
@@ -363,6 +377,13 @@ def format_result(result: dict) -> str:
             for name in ("fraction_above", "reward_above", "reward_below"):
                 row = split[f"{name}_per_seed"][i]
                 lines.append(f"seed {i} " + " ".join(f"{v:6.3f}" for v in row) + f"  ({name.replace('_', ' ')})")
+        by_step = split.get("above_by_step_per_seed")
+        if by_step is not None:
+            steps = _shown_steps(len(by_step[0]))
+            lines += [f"fraction of the roll-outs above {split['threshold']:g} at standing step "
+                      + ", ".join(str(k + 1) for k in steps)
+                      + f" (mean over the angles; truth {split['true_fraction_in_goal_mean']:.3f} at every step)"]
+            lines += [f"seed {i} " + " ".join(f"{row[k]:6.3f}" for k in steps) for i, row in enumerate(by_step)]
     for after in result.get("after_visit", []):
         lines += [f"after walking to theta = {after['visit_theta']:.2f} and standing there {after['visit_stay_steps']} "
                   f"steps with no reward (largest reward observed: {after['observed_reward_max']:.3f}), then walking "
@@ -371,6 +392,11 @@ def format_result(result: dict) -> str:
         for i, pred in enumerate(after["predicted_reward_per_seed"]):
             lines.append(f"seed {i} " + " ".join(f"{v:6.3f}" for v in pred))
     return "\n".join(lines)
+
+
+def _shown_steps(stay: int) -> list[int]:
+    """Indices of the standing steps the table prints: the first, every fifth, the last."""
+    return sorted({0, stay - 1, *range(4, stay, 5)})
 
 
 def main(argv=None):

@@ -174,8 +174,9 @@ def actor_loss(actor_params, beh: Behavior, wm: WorldModel, wm_params, critic_pa
         a = beh.sample_from(out, k)
         return (sg(a) if beh.discrete else a), out
 
+    img_step = None if not c.grounded_imagination else (lambda s, a, k, split: wm.img_step(wm_params, s, a, k, split))
     states, actions, actor_out = imagine(wm.rssm, wm_params["rssm"], start, policy_fn, key, c.imag_horizon,
-                                         with_aux=True)
+                                         with_aux=True, img_step=img_step)
     feat = feature(states)  # [N, H+1, F]
     # The heads see s_0 (a stop-gradient start) apart from s_1..s_H, so that the backward pass
     # computes input gradients for the H states that have them only (not for H + 1).

@@ -105,6 +105,9 @@ class Config:
     expl_members: int = 8  # ensemble size
     # --- optional predictive reward head (not in the paper; docs/agent.md, docs/learning_checks.md eighth and ninth rounds) ---
     reward_from_deter: bool = False  # reward head reads the deterministic state h_t only (E[r_t | history])
+    # imagined z_t from the posterior of an imagined observation whose reward is sampled from the reward
+    # head (WorldModel.grounded_img_step; not in the paper; needs reward_from_deter and mamba; tenth round)
+    grounded_imagination: bool = False
     # --- optimisers ---
     wm_lr: float = 1e-4
     wm_eps: float = 1e-8
@@ -228,9 +231,15 @@ class Config:
                 f"Config.replay_capacity={self.replay_capacity} < num_envs={self.num_envs}: one "
                 "collection round would not fit; allowed: replay_capacity >= num_envs"
             )
-        for f in ("mamba", "reward_from_deter"):
+        for f in ("mamba", "reward_from_deter", "grounded_imagination"):
             if not isinstance(getattr(self, f), bool):
                 raise ValueError(f"Config.{f}={getattr(self, f)!r}: allowed: True or False")
+        if self.grounded_imagination and not (self.reward_from_deter and self.mamba):
+            raise ValueError(
+                "Config.grounded_imagination=True samples the imagined reward from a reward head that reads h_t "
+                "alone and feeds it to the encoder as the observed last reward; allowed: with reward_from_deter=True "
+                f"and mamba=True (got reward_from_deter={self.reward_from_deter}, mamba={self.mamba})"
+            )
         _check_env_name(self.env)
         return self
 

@@ -126,6 +126,12 @@ class RSSM(nn.Module):
             self.obs_out(jnp.zeros(embed.shape[:-1] + (self.deter + embed.shape[-1],)))
         return embed @ self.obs_out.variables["params"]["kernel"][self.deter :]
 
+    def post_from_deter(self, deter: jax.Array, embed_proj: jax.Array, key: jax.Array) -> dict:
+        """The posterior state at deterministic states deter [..., D] given embed_proj(embed) [..., hidden]
+        (the second half of `post_step`, for an observation imagined at `deter`)."""
+        logits = self._post_logits(deter, embed_proj)
+        return {"deter": deter, "stoch": dists.onehot_sample_st(key, logits), "logits": logits}
+
     def prior_logits(self, deter: jax.Array) -> jax.Array:
         """Unimix'ed prior logits [..., S, C] at deterministic states [..., D]."""
         return self._prior_logits(deter)
@@ -211,8 +217,11 @@ def observe(rssm: RSSM, params, embed, action, is_first, key, state=None, gru_gh
     return post, prior
 
 
-def imagine(rssm: RSSM, params, start: dict, policy_fn, key, horizon: int, with_aux: bool = False):
+def imagine(rssm: RSSM, params, start: dict, policy_fn, key, horizon: int, with_aux: bool = False, img_step=None):
     """Rolls the prior forward from `start` (batch [N]) for `horizon` steps.
+
+    `img_step(state, action, key, split_gru) -> state` (optional) replaces the prior step
+    `RSSM.img_step` (e.g. `WorldModel.grounded_img_step`).
 
     `policy_fn(state, key) -> action [N, A]` picks a_t from s_t. Returns (states, actions):
     states with leaves [N, horizon + 1, ...] (s_0 = start, ..., s_H) and actions [N, horizon, A]
@@ -226,7 +235,10 @@ def imagine(rssm: RSSM, params, start: dict, policy_fn, key, horizon: int, with_
         ka, ks = jax.random.split(k)
         out = policy_fn(state, ka)
         action, aux = out if with_aux else (out, ())
-        nxt = rssm.apply(params, state, action, ks, split_gru, method=RSSM.img_step)
+        if img_step is None:
+            nxt = rssm.apply(params, state, action, ks, split_gru, method=RSSM.img_step)
+        else:
+            nxt = img_step(state, action, ks, split_gru)
         return nxt, (nxt, action, aux)
 
     # The first step runs outside the scan with the GRU kernel split: the start is a constant

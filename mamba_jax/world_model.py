@@ -42,11 +42,13 @@ class WorldModel:
     spec: ObsSpec
     action_dim: int
     reward_from_deter: bool = False  # the reward head reads h_t only (Config.reward_from_deter)
+    grounded_imagination: bool = False  # imagined z_t from the posterior (Config.grounded_imagination)
+    bins: tuple = (255, -20.0, 20.0)  # the reward head's two-hot bins (number, low, high)
 
     @classmethod
     def create(cls, config: Config, spec: ObsSpec, action_dim: int) -> "WorldModel":
         c, eps = config, config.layer_norm_eps
-        return cls(
+        model = cls(
             encoder=Encoder(spec, c.enc_layers, c.units, c.cnn_depth, eps),
             rssm=RSSM(c.deter, c.hidden, c.stoch, c.classes, c.unimix, eps),
             decoder=Decoder(spec, c.enc_layers, c.units, c.cnn_depth, eps),
@@ -55,7 +57,22 @@ class WorldModel:
             spec=spec,
             action_dim=action_dim,
             reward_from_deter=c.reward_from_deter,
+            grounded_imagination=c.grounded_imagination,
+            bins=(c.bins, c.bin_low, c.bin_high),
         )
+        if c.grounded_imagination:
+            model._check_grounded()
+        return model
+
+    def _check_grounded(self) -> None:
+        keys = [k for k, _, _ in self.spec]
+        if "reward" not in keys:
+            raise ValueError("Config.grounded_imagination=True: the observation has no 'reward' key to imagine "
+                             f"(it has {keys}; the DreamerV3 baseline drops it); allowed: mamba=True")
+        images = [k for k, _, img in self.spec if img]
+        if images:
+            raise ValueError(f"Config.grounded_imagination=True: image observations ({images}) are not supported; "
+                             "allowed: vector observations")
 
     @property
     def feature_size(self) -> int:
@@ -93,6 +110,35 @@ class WorldModel:
 
     def reward_mean(self, params, feat, bins):
         return dists.twohot_mean(self.reward_logits(params, feat), bins)
+
+    def img_step(self, params, state: dict, action, key, split_gru: bool = False) -> dict:
+        """One imagined step s_t, a_t -> s_{t+1}: the RSSM's prior step, or (with
+        `grounded_imagination`) `grounded_img_step`."""
+        if self.grounded_imagination:
+            return self.grounded_img_step(params, state, action, key, split_gru)
+        return self.rssm.apply(params["rssm"], state, action, key, split_gru, method=RSSM.img_step)
+
+    def grounded_img_step(self, params, state: dict, action, key, split_gru: bool = False) -> dict:
+        """An imagined step whose stochastic state comes from the posterior of an imagined observation
+        (Config.grounded_imagination; not in the paper).
+
+        h' = GRU(s, a) as in the prior step; the observation o' is the decoder's mean at (h', z ~ prior(h')),
+        except its "reward" entry, which is a sample of the reward head's two-hot distribution at h' (the
+        head reads h' alone: `reward_from_deter`); z' ~ posterior(h', o'). A discovery (a reward) then
+        enters the imagined belief at the rate the reward head predicts from the history, as a real one
+        enters it through the posterior, instead of at the rate of the prior's latents (which free bits
+        leave unpenalised below 1 nat). Returns a state dict [...]: "deter", "stoch", "logits" (posterior).
+        """
+        k_prior, k_reward, k_post = jax.random.split(key, 3)
+        prior = self.rssm.apply(params["rssm"], state, action, k_prior, split_gru, method=RSSM.img_step)
+        feat = feature(prior)
+        pred = self.decoder.apply(params["decoder"], feat)
+        obs = {k: dists.symexp(pred[k]) for k, _, _ in self.spec}  # vector keys: predicted in symlog space
+        bins = dists.bins(*self.bins)
+        index = jax.random.categorical(k_reward, self.reward_logits(params, feat))
+        obs["reward"] = dists.symexp(bins[index]).reshape(obs["reward"].shape)
+        proj = self.rssm.apply(params["rssm"], self.embed(params, obs), method=RSSM.embed_proj)
+        return self.rssm.apply(params["rssm"], prior["deter"], proj, k_post, method=RSSM.post_from_deter)
 
     def cont_prob(self, params, feat):
         return dists.bernoulli_mean(self.cont.apply(params["cont"], feat)[..., 0])

@@ -170,3 +170,18 @@ def test_bad_batches_and_spaces_raise(setup):
         mj.init(jax.random.PRNGKey(0), config, act_space, act_space)
     with pytest.raises(ValueError, match="needs action_dim"):
         mj.action_to_model(config, jnp.array([1, 2]))
+
+
+def test_update_with_grounded_imagination(setup):
+    """Config.grounded_imagination: the actor imagines through WorldModel.grounded_img_step; the update
+    stays finite, the actor gets a gradient, and the imagined trajectory differs from the prior's."""
+    config, spaces_, _, batch, _ = setup
+    grounded = config.replace(reward_from_deter=True, grounded_imagination=True)
+    state = mj.init(jax.random.PRNGKey(0), grounded, *spaces_)
+    new, metrics = jax.jit(mj.update)(state, batch, jax.random.PRNGKey(2))
+    for k, v in metrics.items():
+        assert np.isfinite(v), k
+    assert float(metrics["actor/grad_norm"]) > 0 and int(new.updates) == 1
+    prior_only = state.replace(config=config.replace(reward_from_deter=True))  # same params, prior imagination
+    _, prior_metrics = jax.jit(mj.update)(prior_only, batch, jax.random.PRNGKey(2))
+    assert float(metrics["imag/return_mean"]) != float(prior_metrics["imag/return_mean"])

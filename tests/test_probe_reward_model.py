@@ -113,3 +113,19 @@ def test_visit_plan_and_a_fresh_model_after_a_visit():
     assert pred.shape == (3,) and observed.shape == (4,)
     np.testing.assert_allclose(np.asarray(observed), 0.0)  # the goal is far from the visit: no reward seen
     np.testing.assert_allclose(np.asarray(pred), 0.0, atol=1e-5)  # zero-initialised reward head
+
+
+def test_rollout_step_rewards_are_the_per_step_parts_of_the_rollout_means():
+    config = mj.get_config("debug")
+    env, params = envs.make(config.env, num_episodes=config.num_episodes, episode_length=config.episode_length)
+    state = mj.init(jax.random.PRNGKey(0), config, env.observation_space(params), env.action_space(params))
+    # a non-zero reward head (its output layer starts at zero), so the per-step values differ
+    leaves, tree = jax.tree.flatten(state.params["wm"]["reward"])
+    leaves = [x + 0.3 * jax.random.normal(jax.random.PRNGKey(i), x.shape) for i, x in enumerate(leaves)]
+    state = state.replace(params={**state.params, "wm": {**state.params["wm"], "reward": jax.tree.unflatten(tree, leaves)}})
+    thetas, key = np.array([0.3, 1.5, 2.8]), jax.random.PRNGKey(1)
+    by_step = np.asarray(probe.rollout_step_rewards(state, env, params, thetas, key, samples=4, stay=3))
+    assert by_step.shape == (3, 3, 4) and np.std(by_step) > 0
+    means = np.asarray(probe.rollout_rewards(state, env, params, thetas, key, samples=4, stay=3))
+    np.testing.assert_allclose(by_step.mean(1), means, rtol=1e-6, atol=1e-7)
+    assert probe._shown_steps(25) == [0, 4, 9, 14, 19, 24] and probe._shown_steps(2) == [0, 1]

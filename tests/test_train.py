@@ -389,6 +389,9 @@ def test_probe_reward_model_reads_the_checkpoint(full_run):
     fraction, hi, lo = (np.asarray(split[f"{k}_per_seed"]) for k in ("fraction_above", "reward_above", "reward_below"))
     np.testing.assert_allclose(fraction * hi + (1 - fraction) * lo, preds, rtol=1e-6, atol=1e-9)
     assert np.all((fraction >= 0) & (fraction <= 1)) and fraction.shape == (NUM_SEEDS, 3)
+    by_step = np.asarray(split["above_by_step_per_seed"])  # [seeds, stay], a fraction per standing step
+    assert by_step.shape == (NUM_SEEDS, 2) and np.all((by_step >= 0) & (by_step <= 1))
+    assert "at standing step 1, 2" in text
     # the debug episodes (10 steps) are too short for a visit (10 steps to the circle): refused up front
     with pytest.raises(ValueError, match="must end inside the first episode"):
         probe_reward_model.probe(logdir, visits=(1.5,), visit_stay=1)

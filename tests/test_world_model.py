@@ -200,3 +200,83 @@ def test_dyn_free_bits_floors_the_dynamics_loss_alone(setup):
     np.testing.assert_allclose(apart["wm/rep"], 100.0)
     np.testing.assert_allclose(apart["wm/dyn"], apart["wm/kl"], rtol=1e-5)  # unclipped: KL(sg(post) || prior)
     assert 0 < float(apart["wm/dyn"]) < 100.0
+
+
+@pytest.fixture(scope="module")
+def grounded():
+    config = mj.get_config("debug", reward_from_deter=True, grounded_imagination=True)
+    env, params = envs.make(config.env, num_episodes=N, episode_length=L)
+    state = mj.init(jax.random.PRNGKey(0), config, env.observation_space(params), env.action_space(params))
+    return config, state
+
+
+def _reward_head_fixed(p, config, probs: dict):
+    """The reward head with a zero kernel and bias = log of `probs` {bin index: probability}: a fixed two-hot
+    distribution whatever the input."""
+    logits = jnp.full((config.bins,), -1e9).at[jnp.asarray(list(probs))].set(jnp.log(jnp.asarray(list(probs.values()))))
+    out = p["reward"]["params"]["Dense_0"]
+    reward = {"params": {**p["reward"]["params"], "Dense_0": {"kernel": jnp.zeros_like(out["kernel"]), "bias": logits}}}
+    return {**p, "reward": reward}
+
+
+def test_grounded_img_step_is_the_posterior_of_the_imagined_observation(grounded):
+    """One grounded step equals RSSM.obs_step (the real posterior step) on the observation the decoder
+    predicts at the prior sample, with the reward entry replaced by the reward head's (here certain) value."""
+    from mamba_jax.rssm import RSSM, feature
+
+    config, state = grounded
+    wm = state.world_model
+    bins = mj.dists.bins(config.bins, config.bin_low, config.bin_high)
+    k = 131  # a bin above 0: value symexp(bins[131]) = 0.88
+    p = _reward_head_fixed(state.params["wm"], config, {k: 1.0})
+    rssm_p = p["rssm"]
+    start = jax.tree.map(lambda x: jnp.broadcast_to(x, (6,) + x.shape[1:]), mj.rssm.initial_state(wm.rssm, rssm_p, (1,)))
+    start = {**start, "deter": start["deter"] + 0.5 * jax.random.normal(jax.random.PRNGKey(1), start["deter"].shape)}
+    action = jax.random.uniform(jax.random.PRNGKey(2), (6, 2), minval=-1, maxval=1)
+    key = jax.random.PRNGKey(3)
+    got = wm.grounded_img_step(p, start, action, key)
+    assert wm.img_step(p, start, action, key)["logits"].shape == got["logits"].shape  # dispatches on the config
+    np.testing.assert_allclose(wm.img_step(p, start, action, key)["logits"], got["logits"])
+    k_prior, _, _ = jax.random.split(key, 3)
+    prior = wm.rssm.apply(rssm_p, start, action, k_prior, method=RSSM.img_step)
+    pred = wm.decoder.apply(p["decoder"], feature(prior))
+    obs = {name: mj.dists.symexp(v) for name, v in pred.items()}
+    obs["reward"] = jnp.full((6,), mj.dists.symexp(bins[k]))
+    post, _ = wm.rssm.apply(rssm_p, start, action, wm.embed(p, obs), jnp.zeros((6,), bool), key, method=RSSM.obs_step)
+    np.testing.assert_allclose(got["deter"], prior["deter"], rtol=1e-6)
+    np.testing.assert_allclose(got["logits"], post["logits"], rtol=1e-5, atol=1e-5)
+    # a different reward entry gives another posterior: the sampled reward reaches the latent
+    other = wm.grounded_img_step(_reward_head_fixed(state.params["wm"], config, {127: 1.0}), start, action, key)
+    assert float(jnp.abs(other["logits"] - got["logits"]).max()) > 1e-3
+
+
+def test_grounded_img_step_samples_the_reward_at_the_heads_rate(grounded):
+    config, state = grounded
+    wm = state.world_model
+    bins = mj.dists.bins(config.bins, config.bin_low, config.bin_high)
+    p = _reward_head_fixed(state.params["wm"], config, {127: 0.7, 131: 0.3})  # 0 w.p. 0.7, symexp(bins[131]) = 0.88 w.p. 0.3
+    seen = []
+    orig_embed = wm.embed
+    # read the imagined observations off the encoder's input (WorldModel is frozen: wrap the method on a copy)
+    import dataclasses
+
+    class Spy(type(wm)):
+        def embed(self, params, obs):
+            seen.append(obs["reward"])
+            return orig_embed(params, obs)
+
+    spy = Spy(**{f.name: getattr(wm, f.name) for f in dataclasses.fields(wm)})
+    n = 4000
+    start = jax.tree.map(lambda x: jnp.broadcast_to(x, (n,) + x.shape[1:]), mj.rssm.initial_state(wm.rssm, p["rssm"], (1,)))
+    spy.grounded_img_step(p, start, jnp.zeros((n, 2)), jax.random.PRNGKey(4))
+    reward = np.asarray(seen[0])
+    high = float(mj.dists.symexp(bins[131]))
+    assert 0.8 < high < 1.0 and np.all(np.isclose(reward, 0.0) | np.isclose(reward, high))
+    assert abs((reward > 0).mean() - 0.3) < 0.03  # binomial sd 0.007
+
+
+def test_grounded_imagination_needs_the_reward_head_on_h_and_the_reward_observation():
+    with pytest.raises(ValueError, match="allowed: with reward_from_deter=True and mamba=True"):
+        mj.get_config("debug", grounded_imagination=True)
+    with pytest.raises(ValueError, match="allowed: with reward_from_deter=True and mamba=True"):
+        mj.get_config("debug", grounded_imagination=True, reward_from_deter=True, mamba=False)
