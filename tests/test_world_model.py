@@ -280,3 +280,10 @@ def test_grounded_imagination_needs_the_reward_head_on_h_and_the_reward_observat
         mj.get_config("debug", grounded_imagination=True)
     with pytest.raises(ValueError, match="allowed: with reward_from_deter=True and mamba=True"):
         mj.get_config("debug", grounded_imagination=True, reward_from_deter=True, mamba=False)
+    from mamba_jax.world_model import WorldModel
+
+    config = mj.get_config("debug", reward_from_deter=True, grounded_imagination=True)
+    with pytest.raises(ValueError, match="image observations \\(\\['image'\\]\\) are not supported"):
+        WorldModel.create(config, (("image", (64, 64, 3), True), ("reward", (), False)), 2)
+    with pytest.raises(ValueError, match="has no 'reward' key"):
+        WorldModel.create(config, (("obs", (2,), False),), 2)
