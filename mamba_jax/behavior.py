@@ -174,7 +174,7 @@ def actor_loss(actor_params, beh: Behavior, wm: WorldModel, wm_params, critic_pa
         a = beh.sample_from(out, k)
         return (sg(a) if beh.discrete else a), out
 
-    img_step = None if not c.grounded_imagination else (lambda s, a, k, split: wm.img_step(wm_params, s, a, k, split))
+    img_step = lambda s, a, k, split: wm.img_step(wm_params, s, a, k, split)  # noqa: E731 (dispatches on the config)
     states, actions, actor_out = imagine(wm.rssm, wm_params["rssm"], start, policy_fn, key, c.imag_horizon,
                                          with_aux=True, img_step=img_step)
     feat = feature(states)  # [N, H+1, F]
