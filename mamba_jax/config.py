@@ -108,6 +108,10 @@ class Config:
     # imagined z_t from the posterior of an imagined observation whose reward is sampled from the reward
     # head (WorldModel.grounded_img_step; not in the paper; needs reward_from_deter and mamba; tenth round)
     grounded_imagination: bool = False
+    # imagined z_t = the prior's mode instead of a sample (straight-through), so that no discovery is drawn
+    # from the prior's latents; the reward of a step is then E[r_t | history] from the h-only reward head
+    # (RSSM.img_mode_step; not in the paper; needs reward_from_deter; eleventh round)
+    imag_latent_mode: bool = False
     # --- optimisers ---
     wm_lr: float = 1e-4
     wm_eps: float = 1e-8
@@ -231,7 +235,7 @@ class Config:
                 f"Config.replay_capacity={self.replay_capacity} < num_envs={self.num_envs}: one "
                 "collection round would not fit; allowed: replay_capacity >= num_envs"
             )
-        for f in ("mamba", "reward_from_deter", "grounded_imagination"):
+        for f in ("mamba", "reward_from_deter", "grounded_imagination", "imag_latent_mode"):
             if not isinstance(getattr(self, f), bool):
                 raise ValueError(f"Config.{f}={getattr(self, f)!r}: allowed: True or False")
         if self.grounded_imagination and not (self.reward_from_deter and self.mamba):
@@ -239,6 +243,17 @@ class Config:
                 "Config.grounded_imagination=True samples the imagined reward from a reward head that reads h_t "
                 "alone and feeds it to the encoder as the observed last reward; allowed: with reward_from_deter=True "
                 f"and mamba=True (got reward_from_deter={self.reward_from_deter}, mamba={self.mamba})"
+            )
+        if self.imag_latent_mode and not self.reward_from_deter:
+            raise ValueError(
+                "Config.imag_latent_mode=True imagines with the prior's mode, whose latents never hold a discovery, "
+                "so the imagined reward must come from a reward head that reads h_t alone; allowed: with "
+                "reward_from_deter=True"
+            )
+        if self.imag_latent_mode and self.grounded_imagination:
+            raise ValueError(
+                "Config.imag_latent_mode=True and grounded_imagination=True are two different imagined steps; "
+                "allowed: at most one of them"
             )
         _check_env_name(self.env)
         return self

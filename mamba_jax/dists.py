@@ -97,6 +97,17 @@ def onehot_sample_st(key: jax.Array, logits: jax.Array) -> jax.Array:
     return onehot_sample(key, logits) + probs - jax.lax.stop_gradient(probs)
 
 
+def onehot_mode_st(logits: jax.Array) -> jax.Array:
+    """[..., K] -> [..., K] one-hot of the first maximum, with straight-through gradient (mode + p - sg(p)).
+
+    Max / compare / min instead of argmax, as in `onehot_sample`."""
+    K = logits.shape[-1]
+    is_max = logits == jnp.max(logits, -1, keepdims=True)
+    first = jnp.min(jnp.where(is_max, jnp.arange(K), K), -1, keepdims=True)
+    probs = jax.nn.softmax(logits, -1)
+    return (jnp.arange(K) == first).astype(logits.dtype) + probs - jax.lax.stop_gradient(probs)
+
+
 def onehot_mode(logits: jax.Array) -> jax.Array:
     """[..., K] -> [..., K] one-hot of the argmax."""
     return jax.nn.one_hot(jnp.argmax(logits, -1), logits.shape[-1], dtype=jnp.float32)

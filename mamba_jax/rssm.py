@@ -116,6 +116,14 @@ class RSSM(nn.Module):
         logits = self._prior_logits(deter)
         return {"deter": deter, "stoch": dists.onehot_sample_st(key, logits), "logits": logits}
 
+    def img_mode_step(self, state: dict, action: jax.Array, key: jax.Array, split_gru: bool = False) -> dict:
+        """`img_step` with the prior's mode (straight-through) as the next stochastic state instead of a
+        sample (Config.imag_latent_mode; not in the paper). `key` is unused (same signature)."""
+        del key
+        deter = self._deter_step(state, action, split=split_gru)
+        logits = self._prior_logits(deter)
+        return {"deter": deter, "stoch": dists.onehot_mode_st(logits), "logits": logits}
+
     def embed_proj(self, embed: jax.Array) -> jax.Array:
         """The embedding's share of the posterior layer: [..., E] -> [..., hidden].
 

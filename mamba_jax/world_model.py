@@ -43,6 +43,7 @@ class WorldModel:
     action_dim: int
     reward_from_deter: bool = False  # the reward head reads h_t only (Config.reward_from_deter)
     grounded_imagination: bool = False  # imagined z_t from the posterior (Config.grounded_imagination)
+    imag_latent_mode: bool = False  # imagined z_t = the prior's mode (Config.imag_latent_mode)
     bins: tuple = (255, -20.0, 20.0)  # the reward head's two-hot bins (number, low, high)
 
     @classmethod
@@ -58,6 +59,7 @@ class WorldModel:
             action_dim=action_dim,
             reward_from_deter=c.reward_from_deter,
             grounded_imagination=c.grounded_imagination,
+            imag_latent_mode=c.imag_latent_mode,
             bins=(c.bins, c.bin_low, c.bin_high),
         )
         if c.grounded_imagination:
@@ -113,9 +115,12 @@ class WorldModel:
 
     def img_step(self, params, state: dict, action, key, split_gru: bool = False) -> dict:
         """One imagined step s_t, a_t -> s_{t+1}: the RSSM's prior step, or (with
-        `grounded_imagination`) `grounded_img_step`."""
+        `grounded_imagination`) `grounded_img_step`, or (with `imag_latent_mode`) the prior step
+        with the prior's mode as z_{t+1} (`RSSM.img_mode_step`)."""
         if self.grounded_imagination:
             return self.grounded_img_step(params, state, action, key, split_gru)
+        if self.imag_latent_mode:
+            return self.rssm.apply(params["rssm"], state, action, key, split_gru, method=RSSM.img_mode_step)
         return self.rssm.apply(params["rssm"], state, action, key, split_gru, method=RSSM.img_step)
 
     def grounded_img_step(self, params, state: dict, action, key, split_gru: bool = False) -> dict:

@@ -185,3 +185,19 @@ def test_update_with_grounded_imagination(setup):
     prior_only = state.replace(config=config.replace(reward_from_deter=True))  # same params, prior imagination
     _, prior_metrics = jax.jit(mj.update)(prior_only, batch, jax.random.PRNGKey(2))
     assert float(metrics["imag/return_mean"]) != float(prior_metrics["imag/return_mean"])
+
+
+
+def test_update_with_imag_latent_mode(setup):
+    """Config.imag_latent_mode: the actor imagines with the prior's mode; the update stays finite, the actor
+    gets a gradient (straight-through through the mode), and the imagined returns differ from sampled ones."""
+    config, spaces_, _, batch, _ = setup
+    mode = config.replace(reward_from_deter=True, imag_latent_mode=True)
+    state = mj.init(jax.random.PRNGKey(0), mode, *spaces_)
+    new, metrics = jax.jit(mj.update)(state, batch, jax.random.PRNGKey(2))
+    for k, v in metrics.items():
+        assert np.isfinite(v), k
+    assert float(metrics["actor/grad_norm"]) > 0 and int(new.updates) == 1
+    sampled = mj.init(jax.random.PRNGKey(0), config.replace(reward_from_deter=True), *spaces_)  # same params
+    _, sampled_metrics = jax.jit(mj.update)(sampled, batch, jax.random.PRNGKey(2))
+    assert float(metrics["imag/return_mean"]) != float(sampled_metrics["imag/return_mean"])

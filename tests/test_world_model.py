@@ -287,3 +287,36 @@ def test_grounded_imagination_needs_the_reward_head_on_h_and_the_reward_observat
         WorldModel.create(config, (("image", (64, 64, 3), True), ("reward", (), False)), 2)
     with pytest.raises(ValueError, match="has no 'reward' key"):
         WorldModel.create(config, (("obs", (2,), False),), 2)
+
+
+def test_imag_latent_mode_steps_to_the_priors_mode():
+    """Config.imag_latent_mode: WorldModel.img_step is the prior step with z_{t+1} = one-hot of the prior's
+    argmax (whatever the key) and the same deterministic state and logits as the sampled prior step."""
+    from mamba_jax.rssm import RSSM
+
+    config = mj.get_config("debug", reward_from_deter=True, imag_latent_mode=True)
+    env, params = envs.make(config.env, num_episodes=N, episode_length=L)
+    state = mj.init(jax.random.PRNGKey(0), config, env.observation_space(params), env.action_space(params))
+    wm, p = state.world_model, state.params["wm"]
+    assert wm.imag_latent_mode
+    start = jax.tree.map(lambda x: jnp.broadcast_to(x, (6,) + x.shape[1:]), mj.rssm.initial_state(wm.rssm, p["rssm"], (1,)))
+    start = {**start, "deter": start["deter"] + 0.5 * jax.random.normal(jax.random.PRNGKey(1), start["deter"].shape)}
+    action = jax.random.uniform(jax.random.PRNGKey(2), (6, 2), minval=-1, maxval=1)
+    got = wm.img_step(p, start, action, jax.random.PRNGKey(3))
+    again = wm.img_step(p, start, action, jax.random.PRNGKey(4))
+    sampled = wm.rssm.apply(p["rssm"], start, action, jax.random.PRNGKey(3), method=RSSM.img_step)
+    np.testing.assert_allclose(got["deter"], sampled["deter"], rtol=1e-6)
+    np.testing.assert_allclose(got["logits"], sampled["logits"], rtol=1e-6)
+    expected = jax.nn.one_hot(jnp.argmax(sampled["logits"], -1), config.classes)
+    np.testing.assert_allclose(got["stoch"], expected, atol=1e-6)  # one-hot + p - sg(p): rounding only
+    np.testing.assert_array_equal(again["stoch"], got["stoch"])  # the key does not matter
+    assert float(jnp.abs(sampled["stoch"] - expected).max()) > 0  # a sample differs from the mode somewhere
+
+
+def test_imag_latent_mode_needs_the_reward_head_on_h_and_excludes_grounded_imagination():
+    with pytest.raises(ValueError, match="allowed: with reward_from_deter=True"):
+        mj.get_config("debug", imag_latent_mode=True)
+    with pytest.raises(ValueError, match="allowed: at most one of them"):
+        mj.get_config("debug", imag_latent_mode=True, reward_from_deter=True, grounded_imagination=True)
+    with pytest.raises(ValueError, match="imag_latent_mode=1: allowed: True or False"):
+        mj.get_config("debug", imag_latent_mode=1, reward_from_deter=True)
