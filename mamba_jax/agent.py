@@ -241,7 +241,8 @@ def _update_length(agent_state: AgentState, batch: dict, key: jax.Array, h_wm, l
     ens = _ensemble(c, wm, agent_state.action_dim)
     if ens is not None:  # the disagreement ensemble, on the replay's posterior transitions
         idx, _ = sample_times(jax.random.fold_in(key, 1), h_wm - 1, B, length - 1, c.recon_subsample)
-        ens_loss = lambda p: ensemble_loss(ens, p, post, batch["action"], batch["is_first"], h_wm, idx)  # noqa: E731
+        ens_loss = lambda p: ensemble_loss(ens, p, post, batch["action"], batch["is_first"], h_wm, idx,  # noqa: E731
+                                           batch["obs"]["reward"])
         (_, extra_metrics), g_ens = jax.value_and_grad(ens_loss, has_aux=True)(params["explore"])
         upd, new_opt["explore"] = tx["explore"].update(g_ens, opt["explore"], params["explore"])
         new_params["explore"] = optax.apply_updates(params["explore"], upd)

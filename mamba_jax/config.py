@@ -28,6 +28,8 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:  # annotations only: importing the config must not start JAX (see hugepages.py)
     import jax.numpy as jnp
 
+EXPL_TARGETS = ("latent", "reward")  # what the exploration ensemble predicts (Config.expl_target)
+
 
 @dataclasses.dataclass(frozen=True)
 class Config:
@@ -103,6 +105,9 @@ class Config:
     # --- optional exploration bonus (not in the paper; mamba_jax/explore.py) ---
     expl_scale: float = 0.0  # imagined reward += expl_scale * ensemble disagreement; 0 = off
     expl_members: int = 8  # ensemble size
+    # what the members predict from (s_t, a_t): "latent" = the posterior's next latent (Plan2Explore), or
+    # "reward" = the next reward r_{t+1} (their disagreement: the model's uncertainty about the reward there)
+    expl_target: str = "latent"
     # --- optional predictive reward head (not in the paper; docs/agent.md, docs/learning_checks.md eighth and ninth rounds) ---
     reward_from_deter: bool = False  # reward head reads the deterministic state h_t only (E[r_t | history])
     # imagined z_t from the posterior of an imagined observation whose reward is sampled from the reward
@@ -235,6 +240,8 @@ class Config:
                 f"Config.replay_capacity={self.replay_capacity} < num_envs={self.num_envs}: one "
                 "collection round would not fit; allowed: replay_capacity >= num_envs"
             )
+        if self.expl_target not in EXPL_TARGETS:
+            raise ValueError(f"Config.expl_target={self.expl_target!r}: allowed: {', '.join(EXPL_TARGETS)}")
         for f in ("mamba", "reward_from_deter", "grounded_imagination", "imag_latent_mode"):
             if not isinstance(getattr(self, f), bool):
                 raise ValueError(f"Config.{f}={getattr(self, f)!r}: allowed: True or False")

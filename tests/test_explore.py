@@ -140,3 +140,60 @@ def test_config_rejects_a_negative_scale():
         mj.get_config("debug", expl_scale=-1.0)
     with pytest.raises(ValueError, match="expl_members"):
         mj.get_config("debug", expl_members=0)
+    with pytest.raises(ValueError, match="expl_target='rewards': allowed: latent, reward"):
+        mj.get_config("debug", expl_target="rewards")
+
+
+@pytest.fixture(scope="module")
+def reward_setup(setup):
+    """The same agent with `expl_target="reward"`: members predict r_{t+1}."""
+    config, spaces_, _, batch = setup
+    config = config.replace(expl_target="reward", reward_from_deter=True)
+    return config, spaces_, mj.init(jax.random.PRNGKey(0), config, *spaces_), batch
+
+
+def test_reward_disagreement_is_the_std_of_the_predicted_rewards(reward_setup):
+    config, _, state, _ = reward_setup
+    ens = Ensemble.create(config, state.world_model.feature_size, state.action_dim)
+    assert ens.target == "reward"
+    params = state.params["explore"]
+    feat = jax.random.normal(jax.random.PRNGKey(0), (5, 3, ens.feature_size))
+    act = jax.random.uniform(jax.random.PRNGKey(1), (5, 3, ens.action_dim))
+    pred = np.asarray(ens.predict(params, feat, act), np.float64)  # [K, 5, 3, 1], symlog space
+    assert pred.shape == (3, 5, 3, 1)
+    reward = np.sign(pred) * np.expm1(np.abs(pred))  # symexp, by hand
+    np.testing.assert_allclose(ens.disagreement(params, feat, act), reward.std(0)[..., 0], rtol=1e-5, atol=1e-7)
+    assert (np.asarray(ens.disagreement(params, feat, act)) > 0).all()
+
+
+def test_reward_ensemble_loss_is_the_squared_error_to_symlog_of_the_next_reward(reward_setup):
+    config, _, state, batch = reward_setup
+    wm = state.world_model
+    embed = wm.embed(state.params["wm"], batch["obs"])
+    post, _ = observe(wm.rssm, state.params["wm"]["rssm"], embed, batch["action"], batch["is_first"],
+                      jax.random.PRNGKey(2))
+    ens = Ensemble.create(config, wm.feature_size, state.action_dim)
+    params = state.params["explore"]
+    B, S = batch["is_first"].shape
+    idx = jnp.broadcast_to(jnp.arange(S - 1), (B, S - 1))
+    reward = jax.random.uniform(jax.random.PRNGKey(3), (B, S), maxval=2.0)  # r_t into entry t
+    h_wm = 12
+    loss, _ = ensemble_loss(ens, params, post, batch["action"], batch["is_first"], h_wm, idx, reward)
+    pred = np.asarray(ens.predict(params, np.asarray(feature(post))[:, :-1], batch["action"][:, 1:]), np.float64)
+    target = np.sign(reward) * np.log1p(np.abs(np.asarray(reward, np.float64)))  # symlog, by hand
+    first = np.asarray(batch["is_first"])
+    errs = [((pred[:, b, t, 0] - target[b, t + 1]) ** 2).mean()
+            for b in range(B) for t in range(S - 1) if t + 1 <= h_wm and not first[b, t + 1]]
+    np.testing.assert_allclose(float(loss), np.mean(errs), rtol=1e-5)
+    with pytest.raises(ValueError, match="needs the replay's rewards"):
+        ensemble_loss(ens, params, post, batch["action"], batch["is_first"], h_wm, idx)
+
+
+def test_agent_with_reward_bonus_trains_its_ensemble_on_the_replay_rewards(reward_setup):
+    config, _, state, batch = reward_setup
+    update = jax.jit(lambda s, k: mj.update(s, batch, k))
+    s, m = update(state, jax.random.PRNGKey(10))
+    assert all(np.isfinite(float(v)) for v in m.values())
+    assert float(m["expl/loss"]) > 0 and float(m["imag/bonus_mean"]) > 0
+    assert all(not np.array_equal(x, y) for x, y in zip(jax.tree.leaves(s.params["explore"]),
+                                                          jax.tree.leaves(state.params["explore"])))
