@@ -172,28 +172,13 @@ def test_bad_batches_and_spaces_raise(setup):
         mj.action_to_model(config, jnp.array([1, 2]))
 
 
-def test_update_with_grounded_imagination(setup):
-    """Config.grounded_imagination: the actor imagines through WorldModel.grounded_img_step; the update
-    stays finite, the actor gets a gradient, and the imagined trajectory differs from the prior's."""
+@pytest.mark.parametrize("option", ["grounded_imagination", "imag_latent_mode"])
+def test_update_with_another_imagined_step(setup, option):
+    """Config.grounded_imagination (WorldModel.grounded_img_step) and Config.imag_latent_mode (the prior's
+    mode, straight-through): the update stays finite, the actor gets a gradient, and the imagined returns
+    differ from those of the prior's samples with the same params."""
     config, spaces_, _, batch, _ = setup
-    grounded = config.replace(reward_from_deter=True, grounded_imagination=True)
-    state = mj.init(jax.random.PRNGKey(0), grounded, *spaces_)
-    new, metrics = jax.jit(mj.update)(state, batch, jax.random.PRNGKey(2))
-    for k, v in metrics.items():
-        assert np.isfinite(v), k
-    assert float(metrics["actor/grad_norm"]) > 0 and int(new.updates) == 1
-    prior_only = state.replace(config=config.replace(reward_from_deter=True))  # same params, prior imagination
-    _, prior_metrics = jax.jit(mj.update)(prior_only, batch, jax.random.PRNGKey(2))
-    assert float(metrics["imag/return_mean"]) != float(prior_metrics["imag/return_mean"])
-
-
-
-def test_update_with_imag_latent_mode(setup):
-    """Config.imag_latent_mode: the actor imagines with the prior's mode; the update stays finite, the actor
-    gets a gradient (straight-through through the mode), and the imagined returns differ from sampled ones."""
-    config, spaces_, _, batch, _ = setup
-    mode = config.replace(reward_from_deter=True, imag_latent_mode=True)
-    state = mj.init(jax.random.PRNGKey(0), mode, *spaces_)
+    state = mj.init(jax.random.PRNGKey(0), config.replace(reward_from_deter=True, **{option: True}), *spaces_)
     new, metrics = jax.jit(mj.update)(state, batch, jax.random.PRNGKey(2))
     for k, v in metrics.items():
         assert np.isfinite(v), k

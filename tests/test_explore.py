@@ -27,6 +27,15 @@ def setup():
     return config, spaces_, state, batch
 
 
+def _posterior(state, batch):
+    """The world model's posterior over the batch, leaves [B, S, ...]."""
+    wm = state.world_model
+    embed = wm.embed(state.params["wm"], batch["obs"])
+    post, _ = observe(wm.rssm, state.params["wm"]["rssm"], embed, batch["action"], batch["is_first"],
+                      jax.random.PRNGKey(2))
+    return post
+
+
 def test_disagreement_is_the_members_std(setup):
     config, _, state, _ = setup
     ens = Ensemble.create(config, state.world_model.feature_size, state.action_dim)
@@ -45,11 +54,8 @@ def test_disagreement_is_the_members_std(setup):
 
 def test_ensemble_loss_counts_transitions_inside_the_horizon_only(setup):
     config, _, state, batch = setup
-    wm = state.world_model
-    embed = wm.embed(state.params["wm"], batch["obs"])
-    post, _ = observe(wm.rssm, state.params["wm"]["rssm"], embed, batch["action"], batch["is_first"],
-                      jax.random.PRNGKey(2))
-    ens = Ensemble.create(config, wm.feature_size, state.action_dim)
+    post = _posterior(state, batch)
+    ens = Ensemble.create(config, state.world_model.feature_size, state.action_dim)
     params = state.params["explore"]
     B, S = batch["is_first"].shape
     idx = jnp.broadcast_to(jnp.arange(S - 1), (B, S - 1))
@@ -168,11 +174,8 @@ def test_reward_disagreement_is_the_std_of_the_predicted_rewards(reward_setup):
 
 def test_reward_ensemble_loss_is_the_squared_error_to_symlog_of_the_next_reward(reward_setup):
     config, _, state, batch = reward_setup
-    wm = state.world_model
-    embed = wm.embed(state.params["wm"], batch["obs"])
-    post, _ = observe(wm.rssm, state.params["wm"]["rssm"], embed, batch["action"], batch["is_first"],
-                      jax.random.PRNGKey(2))
-    ens = Ensemble.create(config, wm.feature_size, state.action_dim)
+    post = _posterior(state, batch)
+    ens = Ensemble.create(config, state.world_model.feature_size, state.action_dim)
     params = state.params["explore"]
     B, S = batch["is_first"].shape
     idx = jnp.broadcast_to(jnp.arange(S - 1), (B, S - 1))
