@@ -44,7 +44,7 @@ class AgentState:
     """Params, optimiser states and counters of one agent (one seed).
 
     params:    {"wm": {...}, "actor": ..., "critic": ..., "slow_critic": ...}, and "explore" (the
-               disagreement ensemble) when config.expl_scale > 0
+               disagreement ensemble) when config.expl_scale != 0
     opt_state: {"wm": ..., "actor": ..., "critic": ...} (optax), and "explore" likewise
     retnorm:   RetNorm (EMA of the return percentiles)
     env_steps: int32 [] real env transitions so far (set by the trainer)

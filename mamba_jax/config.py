@@ -103,7 +103,9 @@ class Config:
     retnorm_high: float = 95.0  # percentile
     retnorm_max_inv: float = 1.0  # scale = max(p_high - p_low, this)
     # --- optional exploration bonus (not in the paper; mamba_jax/explore.py) ---
-    expl_scale: float = 0.0  # imagined reward += expl_scale * ensemble disagreement; 0 = off
+    # imagined reward += expl_scale * ensemble disagreement; 0 = off, > 0 a bonus (optimism where the model is
+    # unsure), < 0 a penalty (pessimism there, as in MOPO; eleventh round)
+    expl_scale: float = 0.0
     expl_members: int = 8  # ensemble size
     # what the members predict from (s_t, a_t): "latent" = the posterior's next latent (Plan2Explore), or
     # "reward" = the next reward r_{t+1} (their disagreement: the model's uncertainty about the reward there)
@@ -145,8 +147,8 @@ class Config:
 
     @property
     def has_exploration_bonus(self) -> bool:
-        """The optional ensemble-disagreement bonus (mamba_jax/explore.py) is on."""
-        return self.expl_scale > 0
+        """The optional ensemble-disagreement bonus or penalty (mamba_jax/explore.py) is on."""
+        return self.expl_scale != 0
 
     def replace(self, **overrides) -> "Config":
         """A copy with fields changed (not validated; call `.validate()` or use get_config)."""
@@ -180,12 +182,16 @@ class Config:
                 raise ValueError(f"Config.{f}={v!r}: allowed: a number > 0")
         non_negative = (
             "free_bits kl_dyn_scale kl_rep_scale dec_scale reward_scale cont_scale entropy_scale "
-            "slow_critic_scale expl_scale"
+            "slow_critic_scale"
         ).split()
         for f in non_negative:
             v = getattr(self, f)
             if not v >= 0:
                 raise ValueError(f"Config.{f}={v!r}: allowed: a number >= 0")
+        if isinstance(self.expl_scale, bool) or not (isinstance(self.expl_scale, (int, float))
+                                                     and math.isfinite(self.expl_scale)):
+            raise ValueError(f"Config.expl_scale={self.expl_scale!r}: allowed: a finite number (0: off, > 0: a bonus, "
+                             "< 0: a penalty)")
         if not (self.dyn_free_bits == -1 or self.dyn_free_bits >= 0):
             raise ValueError(f"Config.dyn_free_bits={self.dyn_free_bits!r}: allowed: a number >= 0, or -1 for free_bits")
         for f in ("gamma", "slow_critic_rate", "retnorm_rate"):

@@ -1,6 +1,6 @@
 """Optional exploration bonus: ensemble disagreement added to the imagined reward.
 
-Not part of MAMBA (off unless `config.expl_scale > 0`). Plan2Explore's intrinsic reward (Sekar et
+Not part of MAMBA (off unless `config.expl_scale != 0`). Plan2Explore's intrinsic reward (Sekar et
 al., 2020), as DreamerV3's code offers it: K small networks each predict, from a model state and
 the action taken in it, the posterior's latent distribution at the next step; where the replay
 holds no such transitions they disagree, and the actor is paid `expl_scale` times their
@@ -9,6 +9,10 @@ disagreement on top of the world model's reward, in the same imagined roll-outs.
 With `config.expl_target = "reward"` the members predict the next reward r_{t+1} instead (symlog
 space, squared error), and the bonus is their standard deviation in reward units: the model's
 uncertainty about the reward of a transition, rather than about the whole next latent.
+
+A negative `expl_scale` makes the same disagreement a penalty: pessimism where the replay holds no
+such transitions (as MOPO's uncertainty penalty, Yu et al., 2020), against an actor that climbs the
+model's errors there.
 
     ens = Ensemble.create(config, feature_size, action_dim)
     params = ens.init(key)

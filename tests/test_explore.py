@@ -141,9 +141,10 @@ def test_agent_with_bonus_trains_its_ensemble(setup):
     assert all(moved)
 
 
-def test_config_rejects_a_negative_scale():
-    with pytest.raises(ValueError, match="expl_scale"):
-        mj.get_config("debug", expl_scale=-1.0)
+def test_config_rejects_a_scale_that_is_not_a_finite_number():
+    for bad in (float("nan"), float("inf"), True, "1"):
+        with pytest.raises(ValueError, match="expl_scale=.*allowed: a finite number"):
+            mj.get_config("debug", expl_scale=bad)
     with pytest.raises(ValueError, match="expl_members"):
         mj.get_config("debug", expl_members=0)
     with pytest.raises(ValueError, match="expl_target='rewards': allowed: latent, reward"):
@@ -200,3 +201,14 @@ def test_agent_with_reward_bonus_trains_its_ensemble_on_the_replay_rewards(rewar
     assert float(m["expl/loss"]) > 0 and float(m["imag/bonus_mean"]) > 0
     assert all(not np.array_equal(x, y) for x, y in zip(jax.tree.leaves(s.params["explore"]),
                                                           jax.tree.leaves(state.params["explore"])))
+
+
+def test_a_negative_scale_is_a_penalty(reward_setup):
+    """expl_scale < 0: the same disagreement, subtracted from the imagined reward (pessimism where the
+    members disagree); 0 turns the ensemble off."""
+    config, spaces_, _, batch = reward_setup
+    assert not config.replace(expl_scale=0.0).has_exploration_bonus
+    penalised = mj.init(jax.random.PRNGKey(0), config.replace(expl_scale=-0.5), *spaces_)
+    assert "explore" in penalised.params
+    _, m = jax.jit(lambda s, k: mj.update(s, batch, k))(penalised, jax.random.PRNGKey(10))
+    assert float(m["imag/bonus_mean"]) < 0 and np.isfinite(float(m["imag/return_mean"]))
