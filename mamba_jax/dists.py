@@ -84,11 +84,15 @@ def onehot_sample(key: jax.Array, logits: jax.Array) -> jax.Array:
     Built from max / compare / min instead of argmax, whose variadic reduce XLA:CPU runs
     several times slower (27 of 67 ms for [8192, 16, 16] logits).
     """
-    K = logits.shape[-1]
-    z = jax.random.gumbel(key, logits.shape, logits.dtype) + logits
+    return _onehot_first_max(jax.random.gumbel(key, logits.shape, logits.dtype) + logits)
+
+
+def _onehot_first_max(z: jax.Array) -> jax.Array:
+    """[..., K] -> [..., K] one-hot of the first maximum of z (as argmax)."""
+    K = z.shape[-1]
     is_max = z == jnp.max(z, -1, keepdims=True)
     first = jnp.min(jnp.where(is_max, jnp.arange(K), K), -1, keepdims=True)
-    return (jnp.arange(K) == first).astype(logits.dtype)
+    return (jnp.arange(K) == first).astype(z.dtype)
 
 
 def onehot_sample_st(key: jax.Array, logits: jax.Array) -> jax.Array:
@@ -101,11 +105,8 @@ def onehot_mode_st(logits: jax.Array) -> jax.Array:
     """[..., K] -> [..., K] one-hot of the first maximum, with straight-through gradient (mode + p - sg(p)).
 
     Max / compare / min instead of argmax, as in `onehot_sample`."""
-    K = logits.shape[-1]
-    is_max = logits == jnp.max(logits, -1, keepdims=True)
-    first = jnp.min(jnp.where(is_max, jnp.arange(K), K), -1, keepdims=True)
     probs = jax.nn.softmax(logits, -1)
-    return (jnp.arange(K) == first).astype(logits.dtype) + probs - jax.lax.stop_gradient(probs)
+    return _onehot_first_max(logits) + probs - jax.lax.stop_gradient(probs)
 
 
 def onehot_mode(logits: jax.Array) -> jax.Array:
