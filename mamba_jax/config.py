@@ -117,7 +117,7 @@ class Config:
     grounded_imagination: bool = False
     # imagined z_t = the prior's mode instead of a sample (straight-through), so that no discovery is drawn
     # from the prior's latents; the reward of a step is then E[r_t | history] from the h-only reward head
-    # (RSSM.img_mode_step; not in the paper; needs reward_from_deter; eleventh round)
+    # (RSSM.img_step with mode=True; not in the paper; needs reward_from_deter; eleventh round)
     imag_latent_mode: bool = False
     # --- optimisers ---
     wm_lr: float = 1e-4

@@ -108,21 +108,17 @@ class RSSM(nn.Module):
         logits = self._prior_logits(deter)
         return {"deter": deter, "stoch": dists.onehot_mode(logits), "logits": logits}
 
-    def img_step(self, state: dict, action: jax.Array, key: jax.Array, split_gru: bool = False) -> dict:
-        """Prior step: (state [...], action [..., A]) -> next state sampled from the prior.
+    def img_step(self, state: dict, action: jax.Array, key: jax.Array, split_gru: bool = False,
+                 mode: bool = False) -> dict:
+        """Prior step: (state [...], action [..., A]) -> next state sampled from the prior, or (static
+        `mode`; Config.imag_latent_mode, not in the paper) with the prior's mode (straight-through) as
+        the next stochastic state; `key` is then unused.
 
         `split_gru`: see `_gru` (same value; for a `state` that carries no gradient)."""
         deter = self._deter_step(state, action, split=split_gru)
         logits = self._prior_logits(deter)
-        return {"deter": deter, "stoch": dists.onehot_sample_st(key, logits), "logits": logits}
-
-    def img_mode_step(self, state: dict, action: jax.Array, key: jax.Array, split_gru: bool = False) -> dict:
-        """`img_step` with the prior's mode (straight-through) as the next stochastic state instead of a
-        sample (Config.imag_latent_mode; not in the paper). `key` is unused (same signature)."""
-        del key
-        deter = self._deter_step(state, action, split=split_gru)
-        logits = self._prior_logits(deter)
-        return {"deter": deter, "stoch": dists.onehot_mode_st(logits), "logits": logits}
+        stoch = dists.onehot_mode_st(logits) if mode else dists.onehot_sample_st(key, logits)
+        return {"deter": deter, "stoch": stoch, "logits": logits}
 
     def embed_proj(self, embed: jax.Array) -> jax.Array:
         """The embedding's share of the posterior layer: [..., E] -> [..., hidden].

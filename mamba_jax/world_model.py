@@ -115,13 +115,12 @@ class WorldModel:
 
     def img_step(self, params, state: dict, action, key, split_gru: bool = False) -> dict:
         """One imagined step s_t, a_t -> s_{t+1}: the RSSM's prior step, or (with
-        `grounded_imagination`) `grounded_img_step`, or (with `imag_latent_mode`) the prior step
-        with the prior's mode as z_{t+1} (`RSSM.img_mode_step`)."""
+        `grounded_imagination`) `grounded_img_step`; with `imag_latent_mode` the prior step takes the
+        prior's mode as z_{t+1}."""
         if self.grounded_imagination:
             return self.grounded_img_step(params, state, action, key, split_gru)
-        if self.imag_latent_mode:
-            return self.rssm.apply(params["rssm"], state, action, key, split_gru, method=RSSM.img_mode_step)
-        return self.rssm.apply(params["rssm"], state, action, key, split_gru, method=RSSM.img_step)
+        return self.rssm.apply(params["rssm"], state, action, key, split_gru, self.imag_latent_mode,
+                               method=RSSM.img_step)
 
     def grounded_img_step(self, params, state: dict, action, key, split_gru: bool = False) -> dict:
         """An imagined step whose stochastic state comes from the posterior of an imagined observation
