@@ -603,10 +603,10 @@ def _init_from(source: str, fns: RunFunctions, keys, run_info: dict):
         changed = _changed_config_fields(saved["config"], run_info["config"])
         try:
             state, meta = restore_checkpoint(fns, keys, checkpointer)
-        except ValueError as error:  # orbax refuses another shape or tree structure (no padding)
+        except ValueError as error:  # Checkpointer.restore names the arrays of another shape, dtype or tree
             raise ValueError(f"init_from={source!r}: its train state does not fit this config (changed: "
                              f"{', '.join(changed) or 'nothing'}); only fields that keep the shapes may change. "
-                             f"orbax: {str(error)[:300]}") from None
+                             f"{error}") from None
     finally:
         checkpointer.close()
     return state, meta, changed

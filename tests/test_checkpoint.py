@@ -86,3 +86,31 @@ def test_errors(tmp_path):
     with pytest.raises(FileNotFoundError):
         Checkpointer(str(tmp_path / "empty")).restore(make_state(0.0))
     assert not os.path.exists(tmp_path / "empty" / "0")
+
+
+def test_restore_into_another_shape_names_the_arrays_before_reading(tmp_path):
+    """A target with another shape, dtype or tree fails with the arrays named, from orbax's
+    metadata alone (no read is started, so none is left unfinished)."""
+    ckpt = Checkpointer(str(tmp_path))
+    ckpt.save(1, make_state(1.0), {"step": 1})
+    assert ckpt.saved_arrays()["agent/params/w"] == ((2, 3), "float32")
+    assert ckpt.saved_arrays()["agent/params/b"] == ((3,), "bfloat16")
+    ckpt.check_fits(make_state(0.0))  # the same arrays: no error
+
+    wider = make_state(0.0).replace(agent={**make_state(0.0).agent, "params": {"w": jnp.zeros((2, 4)),
+                                                                                 "b": jnp.ones(3, jnp.bfloat16)}})
+    with pytest.raises(ValueError, match=r"agent/params/w: saved float32\[2, 3\], here float32\[2, 4\]"):
+        ckpt.restore(wider)
+    retyped = make_state(0.0).replace(updates=jnp.float32(3))
+    with pytest.raises(ValueError, match=r"updates: saved int32\[\], here float32\[\]"):
+        ckpt.restore(retyped)
+    extra = make_state(0.0).replace(agent={**make_state(0.0).agent, "ensemble": jnp.zeros(2)})
+    with pytest.raises(ValueError, match="agent/ensemble: not in the checkpoint"):
+        ckpt.restore(extra)
+    fewer = make_state(0.0).replace(agent={"params": make_state(0.0).agent["params"]})
+    with pytest.raises(ValueError, match="agent/opt/0: only in the checkpoint"):
+        ckpt.restore(fewer)
+    restored, meta = ckpt.restore(make_state(0.0))  # the checkpoint is still fine
+    assert_same(restored, make_state(1.0))
+    assert meta == {"step": 1}
+    ckpt.close()

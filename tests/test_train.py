@@ -226,9 +226,10 @@ def test_init_from_continues_another_run(full_run, functions, tmp_path):
     assert any("different config.free_bits" in line for line in lines)
     assert [r["env_steps"] for r in read_metrics(changed)] == [40, 80]
 
-    with pytest.raises(ValueError, match="config.units"):
+    with pytest.raises(ValueError, match="config.units") as refused:
         tr.run(CONFIG.replace(units=16), str(tmp_path / "units"), steps=80, init_from=source, final_test=False,
                **kwargs)
+    assert "agent/params/" in str(refused.value) and ", here float32[" in str(refused.value)  # the arrays, named
     with pytest.raises(ValueError, match="num_seeds"):
         tr.run(CONFIG, str(tmp_path / "seeds"), steps=80, num_seeds=1, init_from=source, final_test=False,
                chunk_iterations=1, eval_every=40, reference=False, print_fn=lambda s: None)
