@@ -36,6 +36,14 @@ def _posterior(state, batch):
     return post
 
 
+def _loss_inputs(config, state, batch):
+    """(ensemble, its params, the batch's posterior, idx [B, S - 1] of every transition t -> t + 1)
+    for checking ensemble_loss on the replay batch by hand."""
+    ens = Ensemble.create(config, state.world_model.feature_size, state.action_dim)
+    B, S = batch["is_first"].shape
+    return ens, state.params["explore"], _posterior(state, batch), jnp.broadcast_to(jnp.arange(S - 1), (B, S - 1))
+
+
 def test_disagreement_is_the_members_std(setup):
     config, _, state, _ = setup
     ens = Ensemble.create(config, state.world_model.feature_size, state.action_dim)
@@ -54,11 +62,8 @@ def test_disagreement_is_the_members_std(setup):
 
 def test_ensemble_loss_counts_transitions_inside_the_horizon_only(setup):
     config, _, state, batch = setup
-    post = _posterior(state, batch)
-    ens = Ensemble.create(config, state.world_model.feature_size, state.action_dim)
-    params = state.params["explore"]
+    ens, params, post, idx = _loss_inputs(config, state, batch)
     B, S = batch["is_first"].shape
-    idx = jnp.broadcast_to(jnp.arange(S - 1), (B, S - 1))
     is_first = batch["is_first"].at[:, 5].set(True)  # a sequence start at t = 5: transition 4 -> 5 is out
     h_wm = 12
     loss, metrics = ensemble_loss(ens, params, post, batch["action"], is_first, h_wm, idx)
@@ -175,11 +180,8 @@ def test_reward_disagreement_is_the_std_of_the_predicted_rewards(reward_setup):
 
 def test_reward_ensemble_loss_is_the_squared_error_to_symlog_of_the_next_reward(reward_setup):
     config, _, state, batch = reward_setup
-    post = _posterior(state, batch)
-    ens = Ensemble.create(config, state.world_model.feature_size, state.action_dim)
-    params = state.params["explore"]
+    ens, params, post, idx = _loss_inputs(config, state, batch)
     B, S = batch["is_first"].shape
-    idx = jnp.broadcast_to(jnp.arange(S - 1), (B, S - 1))
     reward = jax.random.uniform(jax.random.PRNGKey(3), (B, S), maxval=2.0)  # r_t into entry t
     h_wm = 12
     loss, _ = ensemble_loss(ens, params, post, batch["action"], batch["is_first"], h_wm, idx, reward)
