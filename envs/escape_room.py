@@ -1,6 +1,6 @@
 """Escape room: leave a circular room through a door at an unknown angle (`escape_room`).
 
-One episode (see ../shared/spec/envs.md):
+One episode (see docs/envs.md):
 
 * a wall, the circle of radius `wall_radius` (R = 1) around the origin, with one door: the arc of
   half-width `door_half_width` (pi / 16) centred at angle theta ~ U(door_angle_min, door_angle_max)

@@ -2,7 +2,7 @@
 
 The standard humanoid of gym's Humanoid-v2..v4 (`envs/assets/humanoid.xml`: 17 motors with
 ctrlrange [-0.4, 0.4], timestep 0.003 s), stepped with `mujoco.mjx`, `frame_skip` = 5 physics
-steps per env step. See ../shared/spec/envs.md and the header of the XML for the changes made
+steps per env step. See docs/envs.md and the header of the XML for the changes made
 for mjx (Newton solver; Euler integrator unless `HumanoidDir(integrator="rk4")`).
 
 * Task: phi ~ U(0, 2 pi), shape ().

@@ -1,4 +1,4 @@
-"""The meta-episode wrapper: N episodes of L steps on one task (see ../shared/spec/envs.md).
+"""The meta-episode wrapper: N episodes of L steps on one task (see docs/envs.md).
 
 `MetaEpisodeWrapper(env)` turns a `TaskEnv` into a gymnax `Environment` whose episodes are
 meta-episodes:

@@ -1,6 +1,6 @@
 """Point robot navigation to a goal on the upper unit half-circle (`point_robot`, `point_robot_wind`).
 
-One episode (see ../shared/spec/envs.md):
+One episode (see docs/envs.md):
 
 * state: position s in R^2, (0, 0) at every reset; not bounded;
 * action a in R^2, clipped to [-action_bound, action_bound]^2 (after the wind is added);

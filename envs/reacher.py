@@ -3,7 +3,7 @@
 The arm is DeepMind control suite's reacher (links 0.12 + 0.12 m, shoulder unlimited, wrist
 limited to +-160 deg, torque motors with gear 0.05 and controls in [-1, 1], joint damping 0.01,
 timestep 0.02 s, contacts off), shipped as `envs/assets/reacher.xml` and stepped with
-`mujoco.mjx` (one physics step per env step). See ../shared/spec/envs.md.
+`mujoco.mjx` (one physics step per env step). See docs/envs.md.
 
 * Task: K goals, [K, 2], each uniform in the disk of radius `goal_sample_radius` (0.195 m):
   radius 0.195 * sqrt(U), angle U(0, 2 pi). They must be reached in order.

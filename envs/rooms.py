@@ -23,7 +23,7 @@ Room i covers x in [6i, 6i+2], y in {-1, 0, 1}; the corridor after room i covers
 * Observation [2] float32: position normalised to [-1, 1] per axis, centred:
   x -> (2x - (6N - 4)) / (6N - 4) (x = 0 -> -1, the middle column -> 0, the last column x = 6N - 4
   -> 1), and y itself.
-  (The reference code's normalisation is off-centre; see docs/envs_rooms_reference_bench.md.)
+  (The reference code's normalisation is off-centre; see docs/envs.md.)
 * Never terminates; episodes end on the time limit `max_steps_in_episode`.
 """
 
