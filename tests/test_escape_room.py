@@ -161,9 +161,9 @@ def test_non_finite_actions():
 
 
 def _state(pos, door=0.0):
-    return EscapeRoomState(
-        pos=jnp.asarray(pos, jnp.float32), task=jnp.asarray(door, jnp.float32), time=jnp.zeros(np.shape(pos)[:-1], jnp.int32)
-    )
+    """A state at `pos` ([2], or [B, 2] with `door` [B])."""
+    time = jnp.zeros(np.shape(pos)[:-1], jnp.int32)
+    return EscapeRoomState(pos=jnp.asarray(pos, jnp.float32), task=jnp.asarray(door, jnp.float32), time=time)
 
 
 WRONG_ACTIONS = {

@@ -116,7 +116,8 @@ def test_task_kept_across_episodes_then_redrawn(pr_run):
     np.testing.assert_array_equal(info["task"][:T], np.tile(task, (T, 1)))  # all of meta-episode 1
     np.testing.assert_array_equal(states.task[: T - 1], np.tile(task, (T - 1, 1)))
     new_task = states.task[T - 1]  # the auto-reset drew a new task from the step's key ...
-    angle = jax.random.uniform(auto_reset_key(step_keys(jax.random.key(0), 2 * T + 3)[T - 1]), (), jnp.float32, 0, np.pi)
+    key_task = auto_reset_key(step_keys(jax.random.key(0), 2 * T + 3)[T - 1])
+    angle = jax.random.uniform(key_task, (), jnp.float32, 0, np.pi)
     np.testing.assert_allclose(new_task, [np.cos(angle), np.sin(angle)], atol=1e-6)
     np.testing.assert_array_equal(info["task"][T : 2 * T], np.tile(new_task, (T, 1)))  # ... kept for T steps
     np.testing.assert_allclose(np.linalg.norm(states.task, axis=1), 1.0, atol=1e-6)
