@@ -168,6 +168,7 @@ class EscapeRoom(TaskEnv):
     def step_env(
         self, key: jax.Array, state: EscapeRoomState, action: jax.Array, params: EscapeRoomParams
     ) -> tuple[jax.Array, EscapeRoomState, jax.Array, jax.Array, dict]:
+        action = self.check_action(action, params)
         pos = move(state.pos, action, state.task, params)
         reward = (jnp.dot(pos, pos) > params.wall_radius**2).astype(jnp.float32)
         state = EscapeRoomState(pos=pos, task=state.task, time=state.time + 1)

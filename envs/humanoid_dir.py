@@ -193,7 +193,7 @@ class HumanoidDir(TaskEnv):
 
     def step_env(self, key, state: HumanoidDirState, action, params: HumanoidDirParams):
         del key
-        action = jnp.asarray(action, jnp.float32)
+        action = self.check_action(action, params).astype(jnp.float32)
         action = jnp.clip(jnp.where(jnp.isnan(action), 0.0, action), -1.0, 1.0)
         ctrl = params.action_scale * action
         data = self.physics_step(state, ctrl, params.frame_skip)

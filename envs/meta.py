@@ -25,6 +25,9 @@ meta-episodes:
 * `episode_end` (bool): this transition ended an episode,
 * `inner_terminated` (bool): the inner env terminated (e.g. a fall), at any episode,
 * `task`: the task array.
+
+`step_env` (and so `step`) refuses an action of the wrong shape or dtype with a ValueError naming
+the expected ones (`envs.base.check_action`), as the inner env's own `step_env` does.
 """
 
 from functools import partial
@@ -35,7 +38,7 @@ import jax.numpy as jnp
 from flax import struct
 from gymnax.environments import environment, spaces
 
-from envs.base import TaskEnv
+from envs.base import TaskEnv, check_action
 
 
 @struct.dataclass
@@ -116,6 +119,7 @@ class MetaEpisodeWrapper(environment.Environment):
     def step_env(
         self, key: jax.Array, state: MetaState, action: Any, params: MetaParams
     ) -> tuple[dict, MetaState, jax.Array, jax.Array, dict]:
+        action = check_action(action, self._env.action_space(params.env_params), self._env.name)
         key_step, key_reset = jax.random.split(key)
         obs_st, env_state_st, reward, inner_terminated, _ = self._env.step_env(
             key_step, state.env_state, action, params.env_params

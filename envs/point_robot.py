@@ -103,6 +103,7 @@ class PointRobot(TaskEnv):
     def step_env(
         self, key: jax.Array, state: PointRobotState, action: jax.Array, params: PointRobotParams
     ) -> tuple[jax.Array, PointRobotState, jax.Array, jax.Array, dict]:
+        action = self.check_action(action, params)
         # The draw is skipped when wind_std == 0 (a real branch unless wind_std is vmapped): the
         # same values either way, ~3x the steps/s of `point_robot` (experiments/bench_envs.py).
         wind = jax.lax.cond(

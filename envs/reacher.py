@@ -152,7 +152,7 @@ class Reacher(TaskEnv):
         self, key: jax.Array, state: ReacherState, action: jax.Array, params: ReacherParams
     ) -> tuple[jax.Array, ReacherState, jax.Array, jax.Array, dict]:
         del key
-        action = jnp.asarray(action, jnp.float32)
+        action = self.check_action(action, params).astype(jnp.float32)
         action = jnp.clip(jnp.where(jnp.isnan(action), 0.0, action), -1.0, 1.0)
         qpos, qvel = self.physics_step(state.qpos, state.qvel, action)
         goal = state.task[state.goal_index]

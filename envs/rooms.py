@@ -13,8 +13,9 @@ Room i covers x in [6i, 6i+2], y in {-1, 0, 1}; the corridor after room i covers
 * Start of every episode: (0, 0), the middle of room 0's left column.
 * Actions (Discrete(5)): 0 noop, 1 up (y+1), 2 right (x+1), 3 down (y-1), 4 left (x-1). A move
   into a wall or out of the grid leaves the agent in place (so in a corridor only left/right
-  move). Actions are cast to int32 (floats truncate toward zero; NaN counts as 0) and clipped to
-  [0, 4]: an out-of-range action acts as noop (< 0) or left (> 4).
+  move). An action is an integer scalar of any int dtype (a float or an array raises a ValueError,
+  see `envs.base.check_action`), clipped to [0, 4]: an out-of-range action acts as noop (< 0) or
+  left (> 4).
 * Task: goals [N, 2] int32 grid cells (x, y), goal i uniform over room i's 4 corners
   (corner c in 0..3 is x = 6i + 2 * (c % 2), y = 2 * (c // 2) - 1); 4^N tasks.
 * Reward: `step_reward` (-0.1) per step, or `goal_reward` (+1) instead when the agent (after its
@@ -142,10 +143,7 @@ class Rooms(TaskEnv):
         self, key: jax.Array, state: EnvState, action: Any, params: EnvParams
     ) -> tuple[jax.Array, EnvState, jax.Array, jax.Array, dict]:
         del key
-        action = jnp.asarray(action)
-        if jnp.issubdtype(action.dtype, jnp.floating):  # NaN -> noop, +-inf -> left / noop
-            action = jnp.nan_to_num(action, nan=0.0, posinf=4.0, neginf=0.0)
-        action = jnp.clip(action.astype(jnp.int32), 0, 4)
+        action = jnp.clip(self.check_action(action, params), 0, 4).astype(jnp.int32)
         proposed = state.pos + jnp.asarray(MOVES)[action]
         pos = jnp.where(is_free(proposed, params.num_rooms), proposed, state.pos)
 

@@ -2,6 +2,7 @@
 and the crossing rule checked against a brute-force walk along the segment."""
 
 import math
+import re
 
 import jax
 import jax.numpy as jnp
@@ -149,7 +150,7 @@ def test_edge_cases():
     params = P.replace(step_size=2.0)
     pos, reward = step((1.5, 0.0), (-0.75, 0.0), door=math.pi / 2, params=params)
     np.testing.assert_allclose(pos, [0.99, 0.0], atol=1e-6)
-    assert np.all(np.isfinite(pos)) and reward == 0.0
+    assert reward == 0.0
 
 
 def test_non_finite_actions():
@@ -157,6 +158,63 @@ def test_non_finite_actions():
     for action, expected in cases:
         pos, _ = step((0.5, 0.0), action, door=0.0)
         np.testing.assert_allclose(pos, expected, atol=1e-6)
+
+
+def _state(pos, door=0.0):
+    """A state at `pos` ([2], or [B, 2] with `door` [B])."""
+    time = jnp.zeros(np.shape(pos)[:-1], jnp.int32)
+    return EscapeRoomState(pos=jnp.asarray(pos, jnp.float32), task=jnp.asarray(door, jnp.float32), time=time)
+
+
+WRONG_ACTIONS = {
+    "shape (3,)": jnp.zeros(3),
+    "shape (1, 2)": jnp.zeros((1, 2)),
+    "shape ()": jnp.float32(0.5),
+    "dtype int32": jnp.array([1, 0], jnp.int32),
+    "dtype uint8": np.array([1, 0], np.uint8),
+}
+
+
+@pytest.mark.parametrize("action", WRONG_ACTIONS.values(), ids=WRONG_ACTIONS.keys())
+def test_wrong_action_shape_or_dtype_is_refused(action):
+    """The raw env (eager, jitted, gymnax's step) and the wrapped env refuse it, naming (2,) floats."""
+    got = jnp.asarray(action)
+    message = (
+        rf"EscapeRoom: invalid action \(shape {re.escape(str(got.shape))}, dtype {got.dtype}\); "
+        r"expected a float array of shape \(2,\)"
+    )
+    meta, params = envs.make("escape_room", num_episodes=2, episode_length=3)
+    _, meta_state = meta.reset(KEY, params)
+    state = _state((0.5, 0.0))
+    calls = [
+        lambda: ENV.step_env(KEY, state, action, P),
+        lambda: STEP(KEY, state, action, P),
+        lambda: ENV.step(KEY, state, action, P),
+        lambda: meta.step_env(KEY, meta_state, action, params),
+        lambda: jax.jit(meta.step)(KEY, meta_state, action, params),
+    ]
+    for call in calls:
+        with pytest.raises(ValueError, match=message):
+            call()
+
+
+def test_right_actions_work_under_jit_and_vmap():
+    # Four moves inside the room (no crossing): s' = s + 0.1 a, vmapped over states and actions.
+    starts = jnp.array([[0.0, 0.0], [0.5, 0.5], [-0.3, 0.1], [0.0, -0.5]])
+    actions = jnp.array([[1.0, 0.0], [-1.0, 1.0], [0.5, 0.5], [0.0, -1.0]])
+    vstep = jax.jit(jax.vmap(ENV.step_env, in_axes=(None, 0, 0, None)))
+    obs, states, reward, *_ = vstep(KEY, _state(starts, jnp.zeros(4)), actions, P)
+    expected = [[0.1, 0.0], [0.4, 0.6], [-0.25, 0.15], [0.0, -0.6]]
+    np.testing.assert_allclose(states.pos, expected, atol=1e-6)
+    np.testing.assert_array_equal(obs, states.pos)
+    np.testing.assert_array_equal(reward, 0.0)
+    with pytest.raises(ValueError, match=r"shape \(\), dtype float32\); expected a float array of shape \(2,\)"):
+        vstep(KEY, _state(starts, jnp.zeros(4)), jnp.zeros(4), P)  # vmap sees 4 scalars
+    # Any floating dtype is accepted: out through the door at angle 0 from (0.95, 0).
+    for action in (np.array([1.0, 0.0]), jnp.array([1.0, 0.0], jnp.float16)):
+        _, state, reward, _, _ = STEP(KEY, _state((0.95, 0.0)), action, P)
+        np.testing.assert_allclose(state.pos, [1.05, 0.0], atol=1e-6)
+        assert float(reward) == 1.0
 
 
 def brute_force_move(s, a, door, n=20001):

@@ -1,5 +1,6 @@
 """The meta-episode wrapper (`envs.meta`) and the registry (`envs.make`), on point_robot and escape_room."""
 
+import re
 import types
 
 import jax
@@ -38,6 +39,26 @@ ROLLOUT = jax.jit(rollout, static_argnums=0)
 
 def to_np(tree):
     return jax.tree.map(np.asarray, tree)
+
+
+def step_keys(key, num_steps):
+    """The keys `rollout` gives its steps."""
+    return jax.random.split(jax.random.split(key)[1], num_steps)
+
+
+def auto_reset_key(step_key):
+    """The key of the inner `sample_task` when gymnax's `step` auto-resets the wrapper: gymnax's
+    step splits (step, reset), the wrapper's reset_env splits the reset key into (task, start)."""
+    return jax.random.split(jax.random.split(step_key)[1])[0]
+
+
+def escape_room_start(key):
+    """The escape room's start drawn from `key` by hand: rho (cos phi, sin phi), phi ~ U(-pi, pi),
+    rho ~ U(0, 1)."""
+    key_angle, key_radius = jax.random.split(key)
+    phi = float(jax.random.uniform(key_angle, (), jnp.float32, -np.pi, np.pi))
+    rho = float(jax.random.uniform(key_radius, (), jnp.float32, 0.0, 1.0))
+    return rho * np.array([np.cos(phi), np.sin(phi)])
 
 
 @pytest.fixture(scope="module")
@@ -94,8 +115,10 @@ def test_task_kept_across_episodes_then_redrawn(pr_run):
     task = state0.task
     np.testing.assert_array_equal(info["task"][:T], np.tile(task, (T, 1)))  # all of meta-episode 1
     np.testing.assert_array_equal(states.task[: T - 1], np.tile(task, (T - 1, 1)))
-    new_task = states.task[T - 1]  # the auto-reset drew a new task ...
-    assert not np.allclose(new_task, task)
+    new_task = states.task[T - 1]  # the auto-reset drew a new task from the step's key ...
+    key_task = auto_reset_key(step_keys(jax.random.key(0), 2 * T + 3)[T - 1])
+    angle = jax.random.uniform(key_task, (), jnp.float32, 0, np.pi)
+    np.testing.assert_allclose(new_task, [np.cos(angle), np.sin(angle)], atol=1e-6)
     np.testing.assert_array_equal(info["task"][T : 2 * T], np.tile(new_task, (T, 1)))  # ... kept for T steps
     np.testing.assert_allclose(np.linalg.norm(states.task, axis=1), 1.0, atol=1e-6)
     assert int(states.time[T - 1]) == 0 and int(states.episode_index[T - 1]) == 0
@@ -128,9 +151,12 @@ def test_escape_room_random_start_is_observed(er_run):
     task = state0.task
     starts = [obs0["obs"], pos[L - 1]]  # reset, and the boundary observation after L steps
     assert info["episode_start"][L - 1] and info["episode_index"][L - 1] == 1
-    for s in starts:
-        assert np.linalg.norm(s) < 1.0
-    assert not np.allclose(starts[0], starts[1])
+    # The starts drawn by hand: at the reset from its key, at the boundary from the key of the
+    # wrapper's step_env (gymnax's step key, split (step, reset); the wrapper splits again).
+    key_reset = jax.random.split(jax.random.key(2))[0]
+    np.testing.assert_allclose(starts[0], escape_room_start(jax.random.split(key_reset)[1]), atol=1e-6)
+    boundary_key = jax.random.split(jax.random.split(step_keys(jax.random.key(2), 2 * T + 2)[L - 1])[0])[1]
+    np.testing.assert_allclose(starts[1], escape_room_start(boundary_key), atol=1e-6)
     # The boundary observation is the true state: the next move starts from it ...
     next_pos = np.asarray(move(jnp.asarray(pos[L - 1]), jnp.asarray(actions[L]), task, ER_P.env_params))
     np.testing.assert_allclose(pos[L], next_pos, atol=1e-7)
@@ -148,7 +174,10 @@ def test_determinism_and_keys():
     b = to_np(ROLLOUT(ER, ER_P, jax.random.key(9), actions))
     c = to_np(ROLLOUT(ER, ER_P, jax.random.key(10), actions))
     jax.tree.map(np.testing.assert_array_equal, a, b)
-    assert not np.allclose(a[2][0]["obs"], c[2][0]["obs"])
+    # The key sets the start (by hand from each key: the reset key, then the wrapper's split).
+    for key, run in ((9, a), (10, c)):
+        start = escape_room_start(jax.random.split(jax.random.split(jax.random.key(key))[0])[1])
+        np.testing.assert_allclose(run[0]["obs"], start, atol=1e-6)
 
 
 @pytest.mark.parametrize("name", ["point_robot_wind", "escape_room"])
@@ -171,14 +200,20 @@ def test_vmap_equals_python_loop():
 
 
 @pytest.mark.parametrize("env, params", [(PR, PR_P), (ER, ER_P)], ids=["point_robot", "escape_room"])
-def test_observations_in_space_and_finite_under_bad_actions(env, params):
+def test_bad_action_values_act_as_their_clipped_values_and_observations_stay_in_space(env, params):
     bad = jnp.array(
         [[jnp.nan, 0.0], [jnp.inf, -jnp.inf], [1e30, -1e30], [-jnp.inf, jnp.nan], [0.5, 2.0], [-1e-30, 1e38]]
     )
     actions = jnp.tile(bad, (5, 1))
-    obs0, state0, (obs, states, reward, *_rest) = to_np(ROLLOUT(env, params, jax.random.key(8), actions))
-    for leaf in jax.tree.leaves((obs, states, reward)):
-        assert np.all(np.isfinite(leaf))
+    clean = np.clip(np.nan_to_num(np.asarray(actions)), -1.0, 1.0)  # NaN -> 0, then the clip
+    run = to_np(ROLLOUT(env, params, jax.random.key(8), actions))
+    jax.tree.map(np.testing.assert_array_equal, run, to_np(ROLLOUT(env, params, jax.random.key(8), jnp.asarray(clean))))
+    obs0, state0, (obs, states, reward, *_rest) = run
+    if env is PR:  # by hand: each episode of L = 5 starts at the origin and moves 0.1 a per step
+        L = 5
+        expected = [np.zeros(2) if k % L == 0 else 0.1 * clean[(k - 1) // L * L : k].sum(0) for k in range(1, 31)]
+        np.testing.assert_allclose(obs["obs"], expected, atol=1e-6)
+        np.testing.assert_array_equal(reward, 0.0)  # never within 0.2 of a goal on the unit circle
     space = env.observation_space(params)
     assert set(space.spaces) == {"obs", "reward", "time"}
     for i in range(actions.shape[0]):
@@ -294,4 +329,22 @@ def test_inner_terminations_end_episodes_early():
     np.testing.assert_array_equal(info["reward_episode_index"], [0, 0, 1, 1, 1, 1, 0, 0, 0, 0, 1, 0])
     np.testing.assert_allclose(obs["time"][:5], np.arange(1, 6) / 8)  # t / T with T = N L = 8
     assert info["final_observation"]["time"][5] == 0.75 and obs["time"][5] == 0.0  # ended at t = 6 < T
-    assert info["task"][5] == state0.task and states.task[5] != state0.task  # a new task after the end
+    assert info["task"][5] == state0.task  # the same task until the end, then a new one from the key
+    assert states.task[5] == jax.random.uniform(auto_reset_key(step_keys(jax.random.key(0), 12)[5]))
+
+
+def test_the_wrapper_refuses_wrong_actions_even_if_the_inner_env_does_not():
+    """`_Count` does not check its actions; the wrapper checks them against its Discrete(2) space."""
+    env, params = MetaEpisodeWrapper(_Count()), MetaParams(_CountParams(), num_episodes=2, episode_length=4)
+    _, state = env.reset(jax.random.key(0), params)
+    logged = LogWrapper(env)
+    _, log_state = logged.reset(jax.random.key(0), params)
+    for action, got in ((1.0, "shape (), dtype float32"), (jnp.array([0, 1]), "shape (2,), dtype int32")):
+        message = rf"_Count: invalid action \({re.escape(got)}\); expected an integer scalar of shape \(\)"
+        for step, s in ((env.step_env, state), (env.step, state), (logged.step, log_state)):
+            with pytest.raises(ValueError, match=message):
+                step(jax.random.key(1), s, action, params)
+    # Integer scalars of any int dtype pass (action 1 terminates the toy's episode).
+    for action in (1, np.uint8(1), jnp.int16(1)):
+        _, _, reward, _, info = env.step_env(jax.random.key(1), state, action, params)
+        assert float(reward) == 1.0 and bool(info["inner_terminated"])

@@ -1,6 +1,7 @@
 """Point robot (`envs.point_robot`) and its reference policies: hand-computed dynamics and rewards."""
 
 import math
+import re
 
 import jax
 import jax.numpy as jnp
@@ -98,13 +99,17 @@ def test_wind_is_added_before_the_clip():
         pos, _, _, _ = step((0.0, 0.0), action, params=params, key=key)
         expected = 0.1 * np.clip(np.asarray(action, np.float32) + wind, -1, 1)
         np.testing.assert_allclose(pos, expected, atol=1e-6)
-    # At a = (1, -1) only a wind component pointing back inside the box changes the move.
+    # By hand: the wind of key 3 is (-0.43388, 0.46181). At a = (1, -1) both components push back
+    # inside the box: the move is 0.1 (1 - 0.43388, -1 + 0.46181); at a = (-1, 1) both push
+    # outwards and the clip removes them: exactly (-0.1, 0.1).
+    np.testing.assert_allclose(wind, [-0.4338771, 0.4618143], atol=1e-6)
     pos, _, _, _ = step((0.0, 0.0), (1.0, -1.0), params=params, key=key)
-    moved = pos / 0.1
-    assert np.all(np.abs(moved) <= 1.0 + 1e-6)
-    # Without wind the same key gives the noiseless move; with wind the move changes.
+    np.testing.assert_allclose(pos, [0.05661229, -0.05381857], atol=1e-6)
+    assert step((0.0, 0.0), (-1.0, 1.0), params=params, key=key)[0].tolist() == pytest.approx([-0.1, 0.1])
+    # Without wind the same key gives the noiseless move; with wind 0.1 (0.3 - 0.43388, 0.3 + 0.46181).
     assert step((0.0, 0.0), (0.3, 0.3), key=key)[0].tolist() == pytest.approx([0.03, 0.03])
-    assert not np.allclose(step((0.0, 0.0), (0.3, 0.3), params=params, key=key)[0], [0.03, 0.03])
+    pos, _, _, _ = step((0.0, 0.0), (0.3, 0.3), params=params, key=key)
+    np.testing.assert_allclose(pos, [-0.01338771, 0.07618143], atol=1e-6)
 
 
 def test_wind_statistics():
@@ -139,6 +144,55 @@ def test_single_episode_gymnax_use_truncates_at_max_steps():
         assert not bool(terminated)
     assert truncs == [False, False, True, False]
     np.testing.assert_allclose(np.asarray(obs), [0.1, 0.1], atol=1e-7)  # one step after the auto-reset
+
+
+WRONG_ACTIONS = {
+    "shape (3,)": jnp.zeros(3),
+    "shape (2, 2)": jnp.zeros((2, 2)),
+    "shape ()": jnp.float32(0.5),
+    "dtype int32": jnp.array([1, 0], jnp.int32),
+    "dtype bool": jnp.array([True, False]),
+    "dtype int32 (a list of ints)": [1, 0],
+}
+
+
+@pytest.mark.parametrize("action", WRONG_ACTIONS.values(), ids=WRONG_ACTIONS.keys())
+def test_wrong_action_shape_or_dtype_is_refused(action):
+    """The raw env (eager, jitted, gymnax's step) and the wrapped env refuse it, naming (2,) floats."""
+    got = jnp.asarray(action)
+    message = (
+        rf"PointRobot: invalid action \(shape {re.escape(str(got.shape))}, dtype {got.dtype}\); "
+        r"expected a float array of shape \(2,\)"
+    )
+    meta, params = envs.make("point_robot", num_episodes=2, episode_length=3)
+    _, meta_state = meta.reset(KEY, params)
+    state = state_at((0.0, 0.0))
+    calls = [
+        lambda: ENV.step_env(KEY, state, action, P),
+        lambda: STEP(KEY, state, action, P),
+        lambda: ENV.step(KEY, state, action, P),
+        lambda: meta.step_env(KEY, meta_state, action, params),
+        lambda: jax.jit(meta.step)(KEY, meta_state, action, params),
+    ]
+    for call in calls:
+        with pytest.raises(ValueError, match=message):
+            call()
+
+
+def test_right_actions_work_under_jit_and_vmap():
+    # vmap sees one example's action: [4, 2] actions are 4 actions of shape (2,) ...
+    actions = jnp.array([[1.0, 0.0], [0.0, -1.0], [0.5, 0.25], [-2.0, 3.0]])
+    vstep = jax.jit(jax.vmap(ENV.step_env, in_axes=(None, None, 0, None)))
+    _, states, *_ = vstep(KEY, state_at((0.0, 0.0)), actions, P)
+    np.testing.assert_allclose(states.pos, [[0.1, 0.0], [0.0, -0.1], [0.05, 0.025], [-0.1, 0.1]], atol=1e-7)
+    # ... and [4, 3] are 4 actions of shape (3,).
+    with pytest.raises(ValueError, match=r"shape \(3,\), dtype float32\); expected a float array of shape \(2,\)"):
+        vstep(KEY, state_at((0.0, 0.0)), jnp.zeros((4, 3)), P)
+    # Any floating dtype is accepted and moves as its float32 value (these are exact in float16).
+    for action in (np.array([0.5, -0.25]), jnp.array([0.5, -0.25], jnp.float16), jnp.array([0.5, -0.25], jnp.bfloat16)):
+        for step_env in (ENV.step_env, STEP):
+            _, state, *_ = step_env(KEY, state_at((0.0, 0.0)), action, P)
+            assert np.asarray(state.pos).tolist() == pytest.approx([0.05, -0.025], abs=1e-8)
 
 
 @pytest.mark.parametrize(

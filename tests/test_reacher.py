@@ -2,6 +2,7 @@
 distributions, spaces, jit / vmap / determinism, bad actions, params errors, the registry."""
 
 import math
+import re
 
 import jax
 import jax.numpy as jnp
@@ -209,10 +210,10 @@ def test_bad_actions_are_safe(env, fns):
         assert all(np.all(np.isfinite(np.array(x))) for x in jax.tree.leaves(a[:3]))
 
 
-def test_jit_matches_no_jit_and_determinism(env, fns):
-    """reset: jit == no-jit. step: the jitted step is deterministic and matches the C engine
-    (test_mjx_matches_c_engine); an eager mjx.step takes ~30 s of op-by-op dispatch on CPU, so
-    the no-jit comparison of the step is left to the pieces it is made of (render, reset)."""
+def test_jit_matches_no_jit_and_the_c_engine(env, fns):
+    """reset: jit == no-jit. step: the jitted step matches the C engine and the reward formula;
+    an eager mjx.step takes ~30 s of op-by-op dispatch on CPU, so the no-jit comparison of the
+    step is left to the pieces it is made of (render, reset)."""
     params = ReacherParams()
     key = jax.random.key(7)
     task = env.sample_task(key, params)
@@ -221,11 +222,13 @@ def test_jit_matches_no_jit_and_determinism(env, fns):
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-6), (obs_j, state_j), (obs_n, state_n))
     action = jnp.array([0.3, -0.8])
     out = fns["step"](key, state_j, action, params)
-    again = fns["step"](key, state_j, action, params)
-    jax.tree.map(np.testing.assert_array_equal, out[:4], again[:4])
     qpos, qvel, tip = _c_step(env, np.array(state_j.qpos, np.float64), np.zeros(2), np.array(action, np.float64))
     np.testing.assert_allclose(np.array(out[1].qpos), qpos, atol=MJX_VS_C_TOL)
     np.testing.assert_allclose(np.array(out[0]), np.concatenate([tip, qvel]), atol=MJX_VS_C_TOL)
+    # The reward by hand from the C engine's fingertip and the first goal.
+    d = np.linalg.norm(tip - np.array(task[0]))
+    np.testing.assert_allclose(float(out[4]["distance"]), d, atol=MJX_VS_C_TOL)
+    assert float(out[2]) == pytest.approx(max(1 - d / 0.05, 0.0) - 0.01 * (0.3**2 + 0.8**2), abs=1e-3)
 
 
 def test_vmap_matches_loop(env, fns):
@@ -241,6 +244,37 @@ def test_vmap_matches_loop(env, fns):
         jax.tree.map(
             lambda a, b: np.testing.assert_allclose(a[i], b, atol=1e-6), batched[:4], single[:4]
         )
+
+
+@pytest.mark.parametrize(
+    "action", [jnp.zeros(3), jnp.zeros((1, 2)), jnp.zeros(17), jnp.array([1, 0]), np.array([1, 0], np.int64)]
+)
+def test_wrong_action_shape_or_dtype_is_refused(env, fns, action):
+    """Refused by the raw env (eager, jitted, gymnax's step) and the wrapped env, naming (2,) floats;
+    the check runs before the physics is traced."""
+    got = jnp.asarray(action)
+    message = (
+        rf"Reacher: invalid action \(shape {re.escape(str(got.shape))}, dtype {got.dtype}\); "
+        r"expected a float array of shape \(2,\)"
+    )
+    params = ReacherParams()
+    state = _state((0.0, 0.0), np.zeros((3, 2)))
+    meta, meta_params = envs.MetaEpisodeWrapper(env), envs.MetaParams(params, num_episodes=2, episode_length=3)
+    meta_state = envs.MetaState(state, state.task, *(jnp.zeros((), jnp.int32),) * 3, *(jnp.zeros((), bool),) * 2)
+    calls = [
+        lambda: env.step_env(jax.random.key(0), state, action, params),
+        lambda: fns["step"](jax.random.key(0), state, action, params),
+        lambda: env.step(jax.random.key(0), state, action, params),
+        lambda: meta.step_env(jax.random.key(0), meta_state, action, meta_params),
+        lambda: meta.step(jax.random.key(0), meta_state, action, meta_params),
+    ]
+    for call in calls:
+        with pytest.raises(ValueError, match=message):
+            call()
+    # Under vmap the check sees one example: [4, 2] int actions are 4 int actions of shape (2,).
+    states = jax.tree.map(lambda x: jnp.stack([x] * 4), state)
+    with pytest.raises(ValueError, match=r"shape \(2,\), dtype int32\); expected a float array"):
+        jax.vmap(env.step_env, in_axes=(None, 0, 0, None))(jax.random.key(0), states, jnp.zeros((4, 2), int), params)
 
 
 def test_registry_and_params_errors():

@@ -240,7 +240,11 @@ def test_get_policy_errors(monkeypatch):
     monkeypatch.setitem(POLICY_MODULES, "rooms", "not_a_module")
     with pytest.raises(ValueError, match="available: random"):
         get_policy("rooms", "oracle", env, params)
-    assert isinstance(get_policy("rooms", "random", env, params), ReferencePolicy)
+    # "random" draws gymnax's Discrete(5) sample from the key it is given.
+    rand = get_policy("rooms", "random", env, params)
+    keys = jax.random.split(jax.random.PRNGKey(1), 20)
+    drawn = [int(rand.act(k, (), None, None, params)[0]) for k in keys]
+    assert drawn == [int(jax.random.randint(k, (), 0, 5)) for k in keys] and len(set(drawn)) > 1
 
 
 def test_step_towards_is_shortest():

@@ -89,7 +89,10 @@ def test_sampling_is_deterministic_under_a_key():
     b = sample_episodes(replay, jax.random.PRNGKey(3), 16)
     c = sample_episodes(replay, jax.random.PRNGKey(4), 16)
     np.testing.assert_array_equal(a["action"], b["action"])
-    assert not np.array_equal(a["action"], c["action"])
+    # The key sets the slots: uniform integers in [0, size) from it (slot i holds episode i + 1).
+    for key, batch in ((3, a), (4, c)):
+        slots = np.asarray(jax.random.randint(jax.random.PRNGKey(key), (16,), 0, 5))
+        np.testing.assert_array_equal(batch["action"][:, 0, 0], 100 * (slots + 1))
 
 
 def test_sample_windows_inside_bounds():

@@ -5,6 +5,7 @@ grid (`_free_cells`, `_py_step`), plus hand-computed cases.
 """
 
 import functools
+import re
 
 import numpy as np
 import pytest
@@ -200,12 +201,55 @@ def test_matches_python_simulator(n):
             assert np.allclose(obs[b, t], [2 * p[0] / (grid_width(n) - 1) - 1, p[1]])
 
 
-def test_actions_clipped_and_cast():
-    cases = [(7, (0, 0)), (-3, (1, 0)), (2.7, (2, 0)), (jnp.int32(1), (1, 1)), (-0.5, (1, 0))]
-    cases += [(float("nan"), (1, 0)), (float("inf"), (0, 0)), (float("-inf"), (1, 0)), (1e10, (0, 0))]
+def test_actions_of_any_int_dtype_are_clipped():
+    cases = [(7, (0, 0)), (-3, (1, 0)), (2, (2, 0)), (jnp.int32(1), (1, 1)), (np.uint8(3), (1, -1))]
+    cases += [(np.int8(-100), (1, 0)), (jnp.int16(4), (0, 0)), (np.int64(3), (1, -1)), (np.uint32(2**31), (0, 0))]
     for action, expected in cases:
         state, _ = _step(_state((1, 0)), action)
         assert _pos(state) == expected, action
+        _, state, *_ = ENV.step_env(jax.random.PRNGKey(0), _state((1, 0)), action, PARAMS[3])  # eagerly
+        assert _pos(state) == expected, action
+
+
+WRONG_ACTIONS = {
+    "float": (2.0, "shape (), dtype float32"),
+    "float32 nan": (jnp.float32(jnp.nan), "shape (), dtype float32"),
+    "bool": (True, "shape (), dtype bool"),
+    "shape (1,)": (jnp.array([2]), "shape (1,), dtype int32"),
+    "shape (2,)": (jnp.array([2, 1]), "shape (2,), dtype int32"),
+    "one-hot": (jnp.eye(5)[2], "shape (5,), dtype float32"),
+}
+
+
+@pytest.mark.parametrize("action, got", WRONG_ACTIONS.values(), ids=WRONG_ACTIONS.keys())
+def test_wrong_action_shape_or_dtype_is_refused(action, got):
+    """The raw env (eager, jitted, gymnax's step) and the wrapped env refuse it, naming int scalars."""
+    message = rf"Rooms: invalid action \({re.escape(got)}\); expected an integer scalar of shape \(\)"
+    meta, params = envs.make("rooms_meta", episode_length=3)
+    _, meta_state = meta.reset(jax.random.PRNGKey(0), params)
+    state, key = _state((1, 0)), jax.random.PRNGKey(0)
+    calls = [
+        lambda: ENV.step_env(key, state, action, PARAMS[3]),
+        lambda: STEP(key, state, action, PARAMS[3]),
+        lambda: ENV.step(key, state, action, PARAMS[3]),
+        lambda: meta.step_env(key, meta_state, action, params),
+        lambda: jax.jit(meta.step)(key, meta_state, action, params),
+    ]
+    for call in calls:
+        with pytest.raises(ValueError, match=message):
+            call()
+
+
+def test_right_actions_work_under_jit_and_vmap():
+    # vmap sees one example's action: [5] int actions are 5 scalars, one per state.
+    vstep = jax.jit(jax.vmap(ENV.step_env, in_axes=(None, None, 0, None)))
+    _, states, rewards, _, _ = vstep(jax.random.PRNGKey(0), _state((1, 0)), jnp.arange(5), PARAMS[3])
+    assert [_pos(jax.tree.map(lambda x: x[i], states)) for i in range(5)] == [(1, 0), (1, 1), (2, 0), (1, -1), (0, 0)]
+    np.testing.assert_allclose(rewards, -0.1)
+    with pytest.raises(ValueError, match=r"shape \(\), dtype float32\); expected an integer scalar"):
+        vstep(jax.random.PRNGKey(0), _state((1, 0)), jnp.arange(5.0), PARAMS[3])
+    with pytest.raises(ValueError, match=r"shape \(5,\), dtype int32\); expected an integer scalar"):
+        vstep(jax.random.PRNGKey(0), _state((1, 0)), jnp.zeros((3, 5), jnp.int32), PARAMS[3])
 
 
 @pytest.mark.parametrize("n", [1, 2, 3])
