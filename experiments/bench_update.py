@@ -6,7 +6,7 @@
 
 It runs with transparent huge pages for malloc (mamba_jax/hugepages.py; `MAMBA_JAX_HUGEPAGES=0`
 turns that off) and records the minor page faults and kernel CPU seconds per update, which show
-the difference (experiments/bench_malloc.py compares the two in one run).
+the difference (run it once with `MAMBA_JAX_HUGEPAGES=0` to compare).
 
 For every case (preset, world-model horizon H) it reports: the compile time of the update for
 that horizon bucket, seconds per update (median of timed repetitions after a warm-up), the
