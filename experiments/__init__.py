@@ -1,13 +1,30 @@
-"""Command-line experiments (absl entry points): `python -m experiments.<name> --help`.
+"""Command-line experiments (absl entry points; `python -m experiments.<name> --help` lists the flags).
 
-* `experiments.rollout`: a short table of meta-episode returns of a reference policy.
+What a researcher runs:
+
+* `experiments.train`: train MAMBA (or the DreamerV3 baseline) on a preset -> LOGDIR (metrics, checkpoints).
+* `experiments.plot`: learning curves of training logdirs (mean and spread over seeds) -> a PNG.
+* `experiments.summarize`: finished runs side by side against the reference policies -> OUT/summary.json, table.md.
 * `experiments.reference_returns`: random / oracle / Bayes returns per env -> results/reference_returns.{json,md}.
-* `experiments.bench_envs`: env steps per second vs vmap width -> results/bench_envs.json.
+* `experiments.rollout`: a short table of meta-episode returns of a reference policy.
+
+Benchmarks and checks of the implementation, in the sub-package `experiments.benchmarks`
+(`python -m experiments.benchmarks.<name> --help`):
+
+* `envs`: env steps per second vs vmap width -> results/bench_envs.json.
+* `update`: seconds and FLOPs of one agent update -> results/bench_update.json.
+* `train_iteration`: where a training iteration's time goes -> results/bench_train.json.
+* `profile_update`: the update's pieces timed and FLOP-counted apart -> results/profile_update.json.
+* `flops`: the jaxpr matmul-FLOP counter the two above use (a library module, no command line).
+* `fingerprint`: fixed-seed numbers a refactor must leave bit-identical -> results/behaviour_fingerprint.json.
+
+The helpers below are shared by these scripts.
 """
 
 import json
 import os
 import pathlib
+import shlex
 
 
 def check_choices(kind: str, values, allowed) -> None:
@@ -31,19 +48,20 @@ def read_result(stdout: str) -> dict:
     return json.loads(line[len("RESULT "):])
 
 
-def command_line(module: str, parser, args) -> str:
-    """The command that reproduces a benchmark's record: `python -m MODULE` plus every option of
-    `parser` (argparse) whose value in `args` differs from its default, as `--name=value`
-    (`--name` for a switch), in the parser's order."""
+def command_line(module: str, flag_values) -> str:
+    """The command that reproduces a run of `python -m MODULE`: every flag of `flag_values` (absl
+    FlagValues, already parsed) given on the command line with a value that differs from its
+    default, as absl writes it (`--name=value`, `--name` / `--noname` for a switch, a repeated flag
+    once per value), in the order the flags were defined; shell-quoted where needed. Flags that
+    absl itself changes after parsing (e.g. logging's --verbosity) are left out."""
     parts = ["python", "-m", module]
-    for action in parser._actions:  # argparse keeps no public list of its options
-        if not action.option_strings or action.dest == "help":
+    seen = set()
+    for name in flag_values:  # definition order (a flag with a short name appears twice)
+        flag = flag_values[name]
+        if id(flag) in seen or not flag.present or flag.value == flag.default:
             continue
-        value = getattr(args, action.dest)
-        if value == action.default:
-            continue
-        flag = action.option_strings[-1]
-        parts.append(flag if action.nargs == 0 else f"{flag}={value}")
+        seen.add(id(flag))
+        parts += [shlex.quote(item) for item in flag.serialize().split("\n") if item]
     return " ".join(parts)
 
 

@@ -4,6 +4,7 @@
     python -m experiments.plot runs/s0 runs/s1 runs/d0 --labels=MAMBA,MAMBA,DreamerV3 --out=fig.png
     python -m experiments.plot runs/pr --x=wall_seconds --out=fig_wall.png
 
+The arguments that are not flags are the training logdirs (each with metrics.jsonl), one or more.
 One panel for the meta-episode return (`eval/return`) and one per episode index
 (`eval/return_episode_i`), against real env steps (or wall-clock seconds). Each curve is the
 mean over seeds with the spread (min..max over seeds) shaded; seeds come from a logdir's
@@ -14,17 +15,35 @@ run's own LOGDIR/reference.json), when their env and N x L match the run.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
-import sys
 import types
 
 import numpy as np
+from absl import app, flags
 from matplotlib.ticker import EngFormatter
 
 from mamba_jax import evaluate as ev
 from mamba_jax.logging import read_metrics
+
+FLAGS = flags.FLAGS
+X_AXES = ("env_steps", "wall_seconds")
+
+
+def define_flags(flag_values: flags.FlagValues = FLAGS) -> None:
+    """Defines this script's flags (called only when run as a script, so importing is side-effect free)."""
+    flags.DEFINE_string("out", None, "Output PNG path (required).", flag_values=flag_values)
+    flags.DEFINE_list("labels", None, "One legend label per logdir, comma-separated (default: the logdirs' "
+                      "names); logdirs with equal labels are merged as seeds of one curve.", flag_values=flag_values)
+    flags.DEFINE_enum("x", "env_steps", list(X_AXES), "x axis: real env steps or wall-clock seconds.",
+                      flag_values=flag_values)
+    flags.DEFINE_string("reference", ev.REFERENCE_FILE, "Reference returns JSON whose random / oracle / Bayes "
+                        "returns are drawn as dashed lines (when the env and N x L match the run).",
+                        flag_values=flag_values)
+    flags.DEFINE_string("title", None, "Figure title (default: the first run's preset name).",
+                        flag_values=flag_values)
+    flags.mark_flag_as_required("out", flag_values=flag_values)
+
 
 REFERENCE_STYLES = {
     "bayes": ("k", "Bayes reference"),
@@ -146,23 +165,19 @@ def plot(logdirs: list[str], out: str, labels: list[str] | None = None, x_key: s
     return out
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("logdirs", nargs="+", help="training logdirs (with metrics.jsonl)")
-    parser.add_argument("--out", required=True, help="output PNG path")
-    parser.add_argument("--labels", default=None, help="comma-separated label per logdir; equal labels merge as seeds")
-    parser.add_argument("--x", default="env_steps", choices=["env_steps", "wall_seconds"], help="x axis")
-    parser.add_argument("--reference", default=ev.REFERENCE_FILE, help="reference returns JSON")
-    parser.add_argument("--title", default=None)
-    args = parser.parse_args(argv)
-    labels = args.labels.split(",") if args.labels else None
+def main(argv, flag_values: flags.FlagValues = FLAGS) -> None:
+    """The script: the logdirs are the non-flag arguments (argv[1:]); writes --out and prints its path."""
+    fv = flag_values
+    logdirs = list(argv[1:])
+    if not logdirs:
+        raise app.UsageError("no logdir given; usage: python -m experiments.plot LOGDIR [LOGDIR ...] --out=fig.png")
     try:
-        path = plot(args.logdirs, args.out, labels, args.x, args.reference, args.title)
+        path = plot(logdirs, fv.out, fv.labels, fv.x, fv.reference, fv.title)
     except ValueError as error:
-        parser.error(str(error))
+        raise app.UsageError(str(error))
     print(path)
-    return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    define_flags()
+    app.run(main)

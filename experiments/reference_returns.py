@@ -1,6 +1,8 @@
 """Returns of the reference policies (random, oracle, Bayes reference) on every env.
 
-    python -m experiments.reference_returns [--num_tasks=1000] [--envs=rooms,rooms_meta] [--seed=0]
+    python -m experiments.reference_returns                                  # every env and policy, 1000 tasks
+    python -m experiments.reference_returns --envs=rooms,rooms_meta --num_tasks=200 --seed=1
+    python -m experiments.reference_returns --envs=reacher --chunk=100 --out_dir=/tmp/refs   # MuJoCo: smaller chunks
 
 Evaluates each policy that exists for each selected env on `num_tasks` tasks (one whole
 meta-episode per task, `envs.reference.evaluate_policy`) and writes
@@ -18,6 +20,7 @@ jitted call) if memory is short. The numbers depend on (seed, chunk).
 
 import json
 import os
+import pathlib
 import time
 
 import numpy as np
@@ -30,6 +33,7 @@ from envs.reference import POLICY_NAMES, evaluate_policy, get_policy
 from experiments import check_choices
 
 FLAGS = flags.FLAGS
+RESULTS = str(pathlib.Path(__file__).resolve().parents[1] / "results")
 
 
 def define_flags(flag_values: flags.FlagValues = FLAGS) -> None:
@@ -46,10 +50,12 @@ def define_flags(flag_values: flags.FlagValues = FLAGS) -> None:
         "policies", list(POLICY_NAMES), f"Policies; allowed: {', '.join(POLICY_NAMES)}.",
         flag_values=flag_values,
     )
-    flags.DEFINE_integer("seed", 0, "PRNG seed.", flag_values=flag_values)
-    flags.DEFINE_integer("chunk", 1000, "Tasks per jitted call.", lower_bound=1, flag_values=flag_values)
+    flags.DEFINE_integer("seed", 0, "PRNG seed (env i of envs.NAMES uses fold_in(PRNGKey(seed), i)).",
+                         flag_values=flag_values)
+    flags.DEFINE_integer("chunk", 1000, "Tasks per jitted call (lower it if memory is short; the numbers depend "
+                         "on it).", lower_bound=1, flag_values=flag_values)
     flags.DEFINE_string(
-        "out_dir", "results", "Directory of reference_returns.{json,md}.",
+        "out_dir", RESULTS, "Directory of reference_returns.{json,md} (merged into: entries of other envs are kept).",
         flag_values=flag_values,
     )
 
@@ -144,14 +150,17 @@ def write(results: dict, out_dir: str) -> dict:
     return merged
 
 
-def main(argv):
-    del argv
+def main(argv, flag_values: flags.FlagValues = FLAGS):
+    """The script: reads the flags (see `define_flags`), evaluates, merges into --out_dir's files."""
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments {argv[1:]}; this script takes flags only (see --help)")
+    fv = flag_values
     try:
-        results = reference_returns(FLAGS.envs, FLAGS.policies, FLAGS.num_tasks, FLAGS.seed, FLAGS.chunk)
+        results = reference_returns(fv.envs, fv.policies, fv.num_tasks, fv.seed, fv.chunk)
     except ValueError as error:
         raise app.UsageError(str(error))
-    write(results, FLAGS.out_dir)
-    print(f"wrote {os.path.join(FLAGS.out_dir, 'reference_returns.json')} and .md")
+    write(results, fv.out_dir)
+    print(f"wrote {os.path.join(fv.out_dir, 'reference_returns.json')} and .md")
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """Roll out a reference policy on a few tasks and print its returns.
 
     python -m experiments.rollout --env=point_robot --policy=bayes --num_tasks=8 --seed=0
+    python -m experiments.rollout --env=rooms_meta --policy=random --num_tasks=4
 
 Prints one row per task (meta-episode return, then the return of every episode) and a mean row.
 Policies: random, oracle (knows the task), bayes (a hand-written Bayes-reference policy); see
@@ -20,13 +21,17 @@ FLAGS = flags.FLAGS
 
 def define_flags(flag_values: flags.FlagValues = FLAGS) -> None:
     """Defines this script's flags (called only when run as a script, so importing is side-effect free)."""
-    flags.DEFINE_enum("env", "point_robot", list(envs.NAMES), "Registered env name.", flag_values=flag_values)
-    flags.DEFINE_enum("policy", "bayes", list(POLICY_NAMES), "Reference policy.", flag_values=flag_values)
+    flags.DEFINE_enum("env", "point_robot", list(envs.NAMES), "Registered env name (envs.NAMES).",
+                      flag_values=flag_values)
+    flags.DEFINE_enum("policy", "bayes", list(POLICY_NAMES), "Reference policy: random, oracle (knows the task) "
+                      "or bayes (the Bayes-reference policy); not every env has every policy.",
+                      flag_values=flag_values)
     flags.DEFINE_integer(
         "num_tasks", 8, "Number of tasks (one meta-episode each).", lower_bound=1,
         flag_values=flag_values,
     )
-    flags.DEFINE_integer("seed", 0, "PRNG seed.", flag_values=flag_values)
+    flags.DEFINE_integer("seed", 0, "PRNG seed of the run (tasks and actions): jax.random.PRNGKey(seed).",
+                         flag_values=flag_values)
 
 
 def rollout(env_name: str, policy_name: str, num_tasks: int, seed: int) -> dict:
@@ -52,18 +57,21 @@ def format_table(result: dict) -> str:
     return "\n".join(lines)
 
 
-def main(argv):
-    del argv
+def main(argv, flag_values: flags.FlagValues = FLAGS):
+    """The script: reads the flags (see `define_flags`), rolls out, prints the table."""
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments {argv[1:]}; this script takes flags only (see --help)")
+    fv = flag_values
     try:
-        result = rollout(FLAGS.env, FLAGS.policy, FLAGS.num_tasks, FLAGS.seed)
+        result = rollout(fv.env, fv.policy, fv.num_tasks, fv.seed)
     except ValueError as error:  # e.g. a policy that does not exist for this env
         raise app.UsageError(str(error))
     except ModuleNotFoundError as error:  # an env whose module is not written yet
-        raise app.UsageError(f"env {FLAGS.env!r} is not available: {error}")
-    env, params = envs.make(FLAGS.env)
+        raise app.UsageError(f"env {fv.env!r} is not available: {error}")
+    env, params = envs.make(fv.env)
     print(
-        f"{FLAGS.env}: {FLAGS.policy} policy, {FLAGS.num_tasks} tasks, "
-        f"N x L = {params.num_episodes} x {params.episode_length}, seed {FLAGS.seed}"
+        f"{fv.env}: {fv.policy} policy, {fv.num_tasks} tasks, "
+        f"N x L = {params.num_episodes} x {params.episode_length}, seed {fv.seed}"
     )
     print(format_table(result))
 

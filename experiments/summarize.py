@@ -2,6 +2,7 @@
 
     python -m experiments.summarize --run=mamba:runs/prc_mamba --run=dreamer:runs/prc_dreamer \
         --out=results/point_robot_cpu
+    python -m experiments.summarize --run=mamba:runs/pr --out=/tmp/summary --machine="8-core laptop, no GPU"
 
 For each `--run=METHOD:LOGDIR` it reads LOGDIR/run.json, metrics.jsonl and (if present)
 final_test.json and writes OUT/summary.json with, per method:
@@ -20,15 +21,31 @@ and OUT/table.md with the same figures side by side. `--machine` is written into
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import pathlib
 import platform
 
+from absl import app, flags
+
 from experiments.plot import references
 from mamba_jax import evaluate as ev
 from mamba_jax.logging import read_metrics
+
+
+FLAGS = flags.FLAGS
+
+
+def define_flags(flag_values: flags.FlagValues = FLAGS) -> None:
+    """Defines this script's flags (called only when run as a script, so importing is side-effect free)."""
+    flags.DEFINE_multi_string("run", None, "METHOD:LOGDIR, a finished training run and the name it gets in the "
+                              "summary; one per method, required", flag_values=flag_values)
+    flags.DEFINE_string("out", None, "Output directory for summary.json and table.md (required).",
+                        flag_values=flag_values)
+    flags.DEFINE_string("machine", f"{platform.machine()}, {os.cpu_count()} CPU cores, no GPU",
+                        "Description of the machine the runs ran on, written into both files.",
+                        flag_values=flag_values)
+    flags.mark_flags_as_required(["run", "out"], flag_values=flag_values)
 
 
 def _read_json(path: str) -> dict | None:
@@ -104,23 +121,27 @@ def table(summary: dict) -> str:
     return "\n".join(lines) + f"\n\nMachine: {summary['machine']}. Returns: {summary['source_note']}\n"
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--run", action="append", required=True, help="METHOD:LOGDIR (repeatable)")
-    parser.add_argument("--out", required=True, help="output directory for summary.json and table.md")
-    parser.add_argument("--machine", default=f"{platform.machine()}, {os.cpu_count()} CPU cores, no GPU")
-    args = parser.parse_args(argv)
+def main(argv, flag_values: flags.FlagValues = FLAGS) -> None:
+    """The script: reads the flags (see `define_flags`), writes OUT/summary.json and OUT/table.md."""
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments {argv[1:]}; give each run as --run=METHOD:LOGDIR")
+    fv = flag_values
     methods = {}
-    for spec in args.run:
+    for spec in fv.run:
         if ":" not in spec:
-            parser.error(f"--run={spec!r}: expected METHOD:LOGDIR, e.g. mamba:runs/prc_mamba")
+            raise app.UsageError(f"--run={spec!r}: expected METHOD:LOGDIR, e.g. mamba:runs/prc_mamba")
         name, logdir = spec.split(":", 1)
-        methods[name] = summarize_run(logdir)
+        if name in methods:
+            raise app.UsageError(f"--run={spec!r}: method {name!r} given twice; give each method one logdir")
+        try:
+            methods[name] = summarize_run(logdir)
+        except ValueError as error:
+            raise app.UsageError(str(error))
     sources = sorted({m["source"] for m in methods.values()})
     note = ", ".join(f"{s} ({'fresh tasks after training' if s == 'final_test' else 'last periodic evaluation'})"
                      for s in sources)
-    summary = {"machine": args.machine, "source_note": note, "methods": methods}
-    out = pathlib.Path(args.out)
+    summary = {"machine": fv.machine, "source_note": note, "methods": methods}
+    out = pathlib.Path(fv.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     (out / "table.md").write_text(table(summary))
@@ -129,4 +150,5 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    define_flags()
+    app.run(main)

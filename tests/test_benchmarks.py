@@ -1,191 +1,181 @@
-"""The benchmark drivers' own logic (flags, environments of the child processes, parsing), with the
-child processes replaced by fakes: the timings themselves are measured by running the scripts."""
+"""The benchmark scripts of experiments/benchmarks/ (their flags, `--help`, the logic around the
+timings, the env benchmark in tiny modes) and the helpers they share (experiments/__init__.py).
+The timings themselves are measured by running the scripts."""
 
-import argparse
 import json
+import os
 import subprocess
 import sys
-import types
 
+import jax
 import pytest
+from absl import app, flags
 
-from experiments import bench_authors, bench_malloc, bench_revisions, bench_train, bench_update, bench_xla_flags, command_line
+import envs
+from experiments import child_env, command_line, read_result
+from experiments.benchmarks import envs as bench_envs
+from experiments.benchmarks import profile_update, train_iteration, update
 
-
-def _fake_run(calls, stdout="", write_json=None):
-    def run(cmd, cwd=None, env=None, **kwargs):
-        calls.append({"cmd": cmd, "cwd": cwd, "env": env})
-        if write_json is not None:
-            out = [a for a in cmd if a.startswith("--out=")][0][len("--out="):]
-            with open(out, "w") as f:
-                json.dump(write_json, f)
-        return types.SimpleNamespace(stdout=stdout, stderr="", returncode=0)
-
-    return run
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def test_bench_malloc_runs_each_mode_with_its_environment(monkeypatch):
-    record = {"glibc_tunables": "x", "cases": [{"seconds_per_update": 1.0}]}
-    calls = []
+def parsed(module, *args) -> tuple[flags.FlagValues, list[str]]:
+    """The module's flags in a fresh FlagValues, parsed from `args`; and the non-flag arguments."""
+    flag_values = flags.FlagValues()
+    module.define_flags(flag_values)
+    rest = flag_values(["prog", *args])
+    return flag_values, rest
+
+
+def help_text(module: str) -> str:
+    """The output of `python -m MODULE --help` (absl exits with status 1 after it), without the
+    re-execution for huge pages."""
+    env = dict(os.environ, PYTHONPATH=REPO, MAMBA_JAX_HUGEPAGES="0")
+    result = subprocess.run([sys.executable, "-m", module, "--help"], cwd=REPO, env=env,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+    return result.stdout
+
+
+@pytest.mark.parametrize(
+    "module, names",
+    [
+        (bench_envs, ["quick", "envs", "widths", "mujoco_widths", "modes", "meta_episodes", "repeats", "numpy", "out"]),
+        (update, ["quick", "preset", "reps", "out"]),
+        (train_iteration, ["preset", "num_seeds", "reps", "out"]),
+        (profile_update, ["preset", "reps", "out"]),
+    ],
+)
+def test_help_lists_every_flag_with_its_help_and_the_examples(module, names):
+    flag_values = flags.FlagValues()
+    module.define_flags(flag_values)
+    assert list(flag_values) == names  # definition order
+    assert all(len(flag_values[n].help) > 10 for n in names)
+    text = help_text(module.__name__)
+    for name in names:
+        assert f"  --{name}:" in text or f"  --[no]{name}:" in text, name
+    assert f"python -m {module.__name__} " in text  # the module docstring's example commands
+
+
+def test_fingerprint_help_lists_its_flags():
+    text = help_text("experiments.benchmarks.fingerprint")
+    assert "  --out:" in text and "  --compare:" in text
+
+
+def test_command_line_lists_the_flags_that_differ_from_their_defaults():
+    flag_values = flags.FlagValues()
+    flags.DEFINE_enum("preset", "point_robot", ["point_robot", "debug"], "p", flag_values=flag_values)
+    flags.DEFINE_integer("rounds", 2, "r", flag_values=flag_values)
+    flags.DEFINE_bool("quick", False, "q", flag_values=flag_values)
+    flags.DEFINE_bool("numpy", True, "n", flag_values=flag_values)
+    flags.DEFINE_integer("steps", None, "s", short_name="s", flag_values=flag_values)
+    flags.DEFINE_list("widths", ["1", "64"], "w", flag_values=flag_values)
+    flags.DEFINE_multi_string("run", None, "r", flag_values=flag_values)
+    flags.DEFINE_string("out", "/abs/default.json", "o", flag_values=flag_values)
+    flags.DEFINE_string("machine", "a box", "m", flag_values=flag_values)
+
+    def line(*args):
+        flag_values.unparse_flags()
+        flag_values(["prog", *args])
+        return command_line("experiments.m", flag_values)
+
+    assert line() == "python -m experiments.m"
+    # definition order, whatever the order on the command line; a switch as --name / --noname
+    assert line("--out=results/x.json", "--quick", "--rounds=5", "--nonumpy") == (
+        "python -m experiments.m --rounds=5 --quick --nonumpy --out=results/x.json")
+    # a default given explicitly is left out; a short name is written long; lists joined by commas
+    assert line("--rounds=2", "-s", "0", "--preset=debug", "--widths=1,2,3") == (
+        "python -m experiments.m --preset=debug --steps=0 --widths=1,2,3")
+    # a repeated flag once per value; a value with a space quoted for the shell
+    assert line("--run=a:x", "--run=b:y", "--machine=8 cores") == (
+        "python -m experiments.m --run=a:x --run=b:y '--machine=8 cores'")
+    # a value set after parsing, not on the command line (absl's logging sets --verbosity so), is left out
+    flag_values["rounds"].value = 7
+    assert command_line("experiments.m", flag_values) == "python -m experiments.m --run=a:x --run=b:y '--machine=8 cores'"
+
+
+def test_child_env_sets_huge_pages_explicitly(monkeypatch):
     monkeypatch.setenv("GLIBC_TUNABLES", "glibc.malloc.hugetlb=1")
-    monkeypatch.setattr(subprocess, "run", _fake_run(calls, write_json=record))
-    case = bench_malloc.run_bench("debug", 2, bench_malloc.MODES["default_malloc"])
-    assert case == {"seconds_per_update": 1.0, "glibc_tunables": "x"}
-    env = calls[0]["env"]
-    assert env["MAMBA_JAX_HUGEPAGES"] == "0" and "GLIBC_TUNABLES" not in env  # the parent's is not inherited
-    assert calls[0]["cmd"][1:5] == ["-m", "experiments.bench_update", "--preset=debug", "--reps=2"]
-    bench_malloc.run_bench("debug", 2, bench_malloc.MODES["hugepages"])
-    assert calls[1]["env"]["GLIBC_TUNABLES"] == "glibc.malloc.hugetlb=1"
+    monkeypatch.setenv("PYTHONPATH", "/mine")
+    off = child_env(hugepages=False)
+    assert off["MAMBA_JAX_HUGEPAGES"] == "0" and "GLIBC_TUNABLES" not in off  # the parent's is not inherited
+    assert off["PYTHONPATH"] == "/mine"
+    on = child_env(hugepages=True, pythonpath="/other")
+    assert on["GLIBC_TUNABLES"] == "glibc.malloc.hugetlb=1" and on["PYTHONPATH"] == "/other"
 
 
-def test_bench_revisions_time_update_parses_the_child_result(monkeypatch):
-    calls = []
-    result = {"seconds_per_update": 2.5, "min_seconds": 2.4, "cpu_seconds_per_update": 5.0, "page_faults_per_update": 7}
-    monkeypatch.setattr(subprocess, "run", _fake_run(calls, stdout="noise\nRESULT " + json.dumps(result) + "\n"))
-    assert bench_revisions.time_update("/code", "debug", 3, hugepages=True) == result
-    assert calls[0]["env"]["PYTHONPATH"] == "/code" and calls[0]["cwd"] == "/code"
-    assert calls[0]["env"]["GLIBC_TUNABLES"] == "glibc.malloc.hugetlb=1"
-    assert calls[0]["cmd"][-2:] == ["debug", "3"]
-    bench_revisions.time_update("/code", "debug", 3, hugepages=False)
-    assert "GLIBC_TUNABLES" not in calls[1]["env"]
+def test_read_result_takes_the_last_result_line():
+    stdout = 'warning\nRESULT {"a": 1}\nmore noise\nRESULT {"a": 2, "b": [3]}\ntrailing\n'
+    assert read_result(stdout) == {"a": 2, "b": [3]}
 
 
-def test_bench_revisions_train_throughput_reads_the_last_progress_line(monkeypatch):
-    lines = ("[   600/2400  25.0%]    675.4 steps/s | eval 0.5\n"
-             "[  1200/2400  50.0%]     98.2 steps/s | train 1.0\n"
-             "[  2400/2400 100.0%]    101.5 steps/s | train 1.1\n")
-    calls = []
-    monkeypatch.setattr(subprocess, "run", _fake_run(calls, stdout=lines))
-    out = bench_revisions.train_throughput("/code", "debug", 2400, hugepages=False)
-    assert out == {"env_steps_per_second": 101.5, "chunk_rates": [675.4, 98.2, 101.5]}
-    assert "--steps=2400" in calls[0]["cmd"] and calls[0]["env"]["MAMBA_JAX_HUGEPAGES"] == "0"
-    monkeypatch.setattr(subprocess, "run", _fake_run([], stdout=lines.splitlines()[0]))
-    with pytest.raises(RuntimeError, match="no steady-state progress line"):
-        bench_revisions.train_throughput("/code", "debug", 2400, hugepages=False)
+@pytest.mark.parametrize("module", [update, train_iteration, profile_update])
+def test_an_unknown_preset_is_refused_naming_the_allowed_ones(module):
+    with pytest.raises(flags.IllegalFlagValueError, match=r"value should be one of <point_robot\|point_robot_wind"):
+        parsed(module, "--preset=bogus")
 
 
-def test_bench_revisions_rejects_an_unknown_revision(monkeypatch, capsys):
-    monkeypatch.setattr(sys, "argv", ["bench_revisions", "--base=no-such-revision-xyz"])
-    with pytest.raises(SystemExit):
-        bench_revisions.main()
-    assert "--base='no-such-revision-xyz': not a git revision" in capsys.readouterr().err
+@pytest.mark.parametrize("module", [update, train_iteration, profile_update])
+def test_main_refuses_a_stray_argument_before_any_work(module, monkeypatch, tmp_path):
+    monkeypatch.setattr(update, "matmul_flop_per_second", lambda: pytest.fail("must fail before timing"))
+    flag_values, rest = parsed(module, "point_robot", "--preset=debug", f"--out={tmp_path / 'x.json'}")
+    assert rest == ["prog", "point_robot"]
+    with pytest.raises(app.UsageError, match=r"unexpected arguments \['point_robot'\]"):
+        module.main(rest, flag_values)
+    assert not (tmp_path / "x.json").exists()
 
 
-@pytest.mark.parametrize("script", [bench_update, bench_train])
-def test_bench_rejects_an_unknown_preset(script, monkeypatch, capsys):
-    monkeypatch.setattr(sys, "argv", ["bench", "--preset=bogus"])
-    monkeypatch.setattr(bench_update, "matmul_flop_per_second", lambda: pytest.fail("must fail before timing"))
-    with pytest.raises(SystemExit):
-        script.main()
-    assert "--preset='bogus': allowed: point_robot" in capsys.readouterr().err
+@pytest.mark.parametrize("module, flag", [(update, "--reps=0"), (train_iteration, "--num_seeds=0"),
+                                          (profile_update, "--reps=0"), (bench_envs, "--repeats=0")])
+def test_counts_below_one_are_refused(module, flag):
+    with pytest.raises(flags.IllegalFlagValueError, match="positive integer"):
+        parsed(module, flag)
 
 
-def test_bench_revisions_time_update_sets_xla_flags(monkeypatch):
-    calls = []
-    monkeypatch.setattr(subprocess, "run", _fake_run(calls, stdout='RESULT {"seconds_per_update": 1.0}\n'))
-    monkeypatch.setenv("XLA_FLAGS", "--outer")
-    bench_revisions.time_update("/code", "debug", 3, hugepages=True, xla_flags="--xla_cpu_use_xnnpack=true")
-    bench_revisions.time_update("/code", "debug", 3, hugepages=True)
-    assert calls[0]["env"]["XLA_FLAGS"] == "--xla_cpu_use_xnnpack=true" and calls[1]["env"]["XLA_FLAGS"] == "--outer"
-
-
-def test_bench_xla_flags_interleaves_variants_and_records_failures(monkeypatch, tmp_path):
-    seen = []
-
-    def fake_time_update(code_dir, preset, reps, hugepages, xla_flags=None):
-        seen.append(xla_flags)
-        if xla_flags == bench_xla_flags.VARIANTS["onednn"]:
-            raise subprocess.CalledProcessError(1, "python", stderr="Unknown flag")
-        return {"seconds_per_update": {"": 2.0, "--xla_cpu_use_xnnpack=true": 3.0}[xla_flags] + len(seen) / 100}
-
-    monkeypatch.setattr(bench_revisions, "time_update", fake_time_update)
-    out = tmp_path / "flags.json"
-    bench_xla_flags.main(["--preset=debug", "--rounds=2", "--variants=default,xnnpack,onednn", f"--out={out}"])
-    v = bench_xla_flags.VARIANTS
-    assert seen == [v["default"], v["xnnpack"], v["onednn"], v["xnnpack"], v["default"]]  # reversed in round 2
-    record = json.loads(out.read_text())
-    assert record["seconds_per_update"] == {"default": [2.01, 2.05], "xnnpack": [3.02, 3.04], "onednn": []}
-    assert record["median_seconds_per_update"] == pytest.approx({"default": 2.03, "xnnpack": 3.03})
-    assert "Unknown flag" in record["failed"]["onednn"]
-    # the saved command reproduces the run, --out included (defaults are left out)
-    assert record["command"] == (f"python -m experiments.bench_xla_flags --preset=debug --variants=default,xnnpack,onednn "
-                                 f"--out={out}")
-
-
-def test_command_line_lists_the_options_that_differ_from_their_defaults():
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--preset", default="point_robot")
-    parser.add_argument("--rounds", type=int, default=2)
-    parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--steps", type=int, default=None)
-    parser.add_argument("--out", default="/abs/default.json")
-    args = parser.parse_args(["--rounds=5", "--quick", "--out=results/x.json"])
-    assert command_line("experiments.m", parser, args) == "python -m experiments.m --rounds=5 --quick --out=results/x.json"
-    assert command_line("experiments.m", parser, parser.parse_args([])) == "python -m experiments.m"
-    args = parser.parse_args(["--rounds=2", "--steps=0", "--preset=debug"])  # a default given explicitly is left out
-    assert command_line("experiments.m", parser, args) == "python -m experiments.m --preset=debug --steps=0"
-
-
-@pytest.mark.parametrize("arg", ["--variants=default,nope", "--preset=bogus"])
-def test_bench_xla_flags_rejects_bad_arguments(arg, capsys):
-    with pytest.raises(SystemExit):
-        bench_xla_flags.main([arg])
-    assert "allowed" in capsys.readouterr().err
-
-
-def test_bench_train_derived_figures_by_hand():
+def test_train_iteration_derived_figures_by_hand():
     med = {"chunk": 30.0, "collection_like": 1.0, "evaluation": 2.0, "checkpoint": 1.0}
-    out = bench_train.derived_figures(med, env_steps=3000, updates=10, iterations_per_eval=3)
+    out = train_iteration.derived_figures(med, env_steps=3000, updates=10, iterations_per_eval=3)
     assert out["update_in_chunk_seconds"] == pytest.approx(2.9)  # (30 - 1) / 10
     assert out["collection_share_of_chunk"] == pytest.approx(1 / 30)
     assert out["env_steps_per_second"] == pytest.approx(100.0)
     assert out["env_steps_per_second_with_eval"] == pytest.approx(3000 / 31.0)  # + (2 + 1) / 3 per iteration
 
 
-def _authors_checkout(tmp_path):
-    for name in ("models.py", "networks.py", "tools.py"):
-        (tmp_path / name).write_text("")
-    return str(tmp_path)
+def test_envs_main_rejects_bad_widths_and_envs(tmp_path):
+    for bad, allowed in (("--widths=a", "integers >= 1"), ("--widths=0", "integers >= 1"), ("--envs=maze", "rooms")):
+        flag_values, rest = parsed(bench_envs, bad, f"--out={tmp_path / 'b.json'}")
+        with pytest.raises(app.UsageError, match=allowed):
+            bench_envs.main(rest, flag_values)
+    assert not (tmp_path / "b.json").exists()
 
 
-def test_bench_authors_time_authors_runs_the_child_in_the_given_python(monkeypatch):
-    calls = []
-    result = {"seconds_per_update": 3.3, "times": [3.3], "torch": "x", "torch_threads": 2}
-    monkeypatch.setenv("GLIBC_TUNABLES", "glibc.malloc.hugetlb=1")
-    monkeypatch.setattr(subprocess, "run", _fake_run(calls, stdout="warning\nRESULT " + json.dumps(result) + "\n"))
-    assert bench_authors.time_authors("/torch/python", "/ref", 4) == result
-    cmd = calls[0]["cmd"]
-    assert cmd[0] == "/torch/python" and cmd[1].endswith("experiments/authors_update.py")
-    assert cmd[2:] == ["--authors_code=/ref", "--reps=4"] and calls[0]["cwd"] == "/ref"
-    assert "GLIBC_TUNABLES" not in calls[0]["env"]  # the authors' code runs with the default malloc
+def test_envs_rollout_counts_every_step():
+    # With both rewards set to -1, the total reward is exactly -(W * steps).
+    env, params = envs.make("rooms", num_rooms=1, episode_length=7, step_reward=-1.0, goal_reward=-1.0)
+    for mode, meta_episodes in (("step_env", 2), ("auto_reset", 3)):
+        run, steps = bench_envs.make_rollout(env, params, 3, meta_episodes, mode)
+        assert steps == 7 * meta_episodes
+        assert float(run(jax.random.PRNGKey(0))) == -3.0 * steps
+    with pytest.raises(ValueError, match="allowed: step_env, auto_reset"):
+        bench_envs.make_rollout(env, params, 3, 1, "fast")
 
 
-def test_bench_authors_interleaves_and_records_per_round_speedups(monkeypatch, tmp_path):
-    order = []
-    ours, theirs = iter([2.0, 1.0, 1.5]), iter([4.0, 3.0, 3.0])
-
-    def fake_ours(code_dir, preset, reps, hugepages, xla_flags=None):
-        order.append("ours")
-        assert preset == "point_robot" and hugepages
-        return {"seconds_per_update": next(ours)}
-
-    def fake_authors(python, code, reps):
-        order.append("authors")
-        return {"seconds_per_update": next(theirs), "torch": "2.x", "torch_threads": 2}
-
-    monkeypatch.setattr(bench_revisions, "time_update", fake_ours)
-    monkeypatch.setattr(bench_authors, "time_authors", fake_authors)
-    code, out = _authors_checkout(tmp_path), tmp_path / "a.json"
-    bench_authors.main([f"--authors_code={code}", "--rounds=3", "--reps=2", f"--out={out}"])
-    assert order == ["ours", "authors", "authors", "ours", "ours", "authors"]
-    record = json.loads(out.read_text())
-    assert [r["speedup"] for r in record["rounds"]] == [2.0, 3.0, 2.0]
-    assert record["median_speedup"] == 2.0
-    assert record["median_seconds_per_update"] == {"ours": 1.5, "authors": 3.0}
-    assert record["command"] == f"python -m experiments.bench_authors --authors_code={code} --reps=2 --out={out}"
-
-
-def test_bench_authors_rejects_a_directory_without_the_reference_code(tmp_path, capsys):
-    with pytest.raises(SystemExit):
-        bench_authors.main([f"--authors_code={tmp_path}"])
-    assert "no models.py there" in capsys.readouterr().err
+def test_envs_json_shape(tmp_path):
+    flag_values, rest = parsed(bench_envs, "--envs=rooms,point_robot", "--widths=2", "--modes=step_env",
+                               "--repeats=1", f"--out={tmp_path / 'bench.json'}")
+    bench_envs.main(rest, flag_values)
+    with open(tmp_path / "bench.json") as f:
+        result = json.load(f)
+    assert set(result["envs"]) == {"rooms", "point_robot"}
+    for name, T in (("rooms", 100), ("point_robot", 300)):
+        entry = result["envs"][name]
+        assert entry["T"] == T and set(entry) == {"T", "step_env"}
+        timing = entry["step_env"]["widths"]["2"]
+        assert set(timing) == {
+            "steps_per_s", "call_s", "first_call_s", "compile_s", "steps_per_call", "steps_per_cpu_s"
+        }
+        assert timing["steps_per_call"] == 2 * T and timing["steps_per_s"] > 0
+        assert entry["step_env"]["best_width"] == 2
+    assert set(result["numpy_point_robot"]["widths"]) == {"2"}
+    assert set(result["ratio_jax_over_numpy_point_robot"]) == {"2"}
+    assert result["quick"] is False and len(result["load_average_at_start"]) == 3

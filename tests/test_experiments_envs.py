@@ -1,16 +1,44 @@
-"""The env experiments (rollout table, reference returns, env benchmark) in tiny modes."""
+"""The researcher's entry points besides train: `--help` of each (plot, summarize, rollout,
+reference_returns), and the env experiments (rollout table, reference returns) in tiny modes."""
 
 import json
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 
-import jax
 from absl import app, flags
 
 import envs
 import envs.reference as reference
-from experiments import bench_envs, reference_returns, rollout
+from experiments import plot, reference_returns, rollout, summarize
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.mark.parametrize(
+    "module, names",
+    [
+        (plot, ["out", "labels", "x", "reference", "title"]),
+        (summarize, ["run", "out", "machine"]),
+        (rollout, ["env", "policy", "num_tasks", "seed"]),
+        (reference_returns, ["num_tasks", "envs", "policies", "seed", "chunk", "out_dir"]),
+    ],
+)
+def test_help_lists_every_flag_with_its_help_and_the_examples(module, names):
+    flag_values = flags.FlagValues()
+    module.define_flags(flag_values)
+    assert list(flag_values) == names  # definition order
+    assert all(len(flag_values[n].help) > 10 for n in names)
+    env = dict(os.environ, PYTHONPATH=REPO)
+    result = subprocess.run([sys.executable, "-m", module.__name__, "--help"], cwd=REPO, env=env,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr  # absl's --help exits 1
+    for name in names:
+        assert f"  --{name}:" in result.stdout, name
+    assert f"python -m {module.__name__} " in result.stdout  # the module docstring's example commands
 
 
 def test_rollout_table():
@@ -23,27 +51,24 @@ def test_rollout_table():
     assert len(table) == 2 + 2 + 2  # header, rule, 2 tasks, rule, mean
 
 
+def test_rollout_main_refuses_a_stray_argument():
+    flag_values = flags.FlagValues()
+    rollout.define_flags(flag_values)
+    rest = flag_values(["prog", "rooms", "--policy=oracle"])
+    with pytest.raises(app.UsageError, match=r"unexpected arguments \['rooms'\]"):
+        rollout.main(rest, flag_values)
+
+
 def test_bad_flags_name_allowed_values():
     for module, bad, allowed in (
         (rollout, "--env=maze", "rooms_meta"),
         (rollout, "--policy=greedy", "oracle"),
-        (bench_envs, "--repeats=0", "positive integer"),
         (reference_returns, "--num_tasks=-3", "positive integer"),
     ):
         flag_values = flags.FlagValues()
         module.define_flags(flag_values)
         with pytest.raises(flags.Error, match=allowed):
             flag_values(["prog", bad])
-
-
-def test_bench_main_rejects_bad_widths_and_envs(tmp_path):
-    for bad, allowed in (("--widths=a", "integers >= 1"), ("--widths=0", "integers >= 1"), ("--envs=maze", "rooms")):
-        flag_values = flags.FlagValues()
-        bench_envs.define_flags(flag_values)
-        flag_values(["prog", bad, f"--out={tmp_path / 'b.json'}"])
-        with pytest.raises(app.UsageError, match=allowed):
-            bench_envs.main([], flag_values)
-    assert not (tmp_path / "b.json").exists()
 
 
 def test_summarise_hand_values():
@@ -87,37 +112,3 @@ def test_reference_returns_shape_merge_and_skips(tmp_path, monkeypatch):
 
     with pytest.raises(ValueError, match="allowed"):
         reference_returns.reference_returns(["maze"], ["random"], 2, 0, 2)
-
-
-def test_bench_rollout_counts_every_step():
-    # With both rewards set to -1, the total reward is exactly -(W * steps).
-    env, params = envs.make("rooms", num_rooms=1, episode_length=7, step_reward=-1.0, goal_reward=-1.0)
-    for mode, meta_episodes in (("step_env", 2), ("auto_reset", 3)):
-        run, steps = bench_envs.make_rollout(env, params, 3, meta_episodes, mode)
-        assert steps == 7 * meta_episodes
-        assert float(run(jax.random.PRNGKey(0))) == -3.0 * steps
-    with pytest.raises(ValueError, match="allowed: step_env, auto_reset"):
-        bench_envs.make_rollout(env, params, 3, 1, "fast")
-
-
-def test_bench_json_shape(tmp_path):
-    flag_values = flags.FlagValues()
-    bench_envs.define_flags(flag_values)
-    flag_values(["prog", "--envs=rooms,point_robot", "--widths=2", "--modes=step_env", "--repeats=1",
-                 f"--out={tmp_path / 'bench.json'}"])
-    bench_envs.main([], flag_values)
-    with open(tmp_path / "bench.json") as f:
-        result = json.load(f)
-    assert set(result["envs"]) == {"rooms", "point_robot"}
-    for name, T in (("rooms", 100), ("point_robot", 300)):
-        entry = result["envs"][name]
-        assert entry["T"] == T and set(entry) == {"T", "step_env"}
-        timing = entry["step_env"]["widths"]["2"]
-        assert set(timing) == {
-            "steps_per_s", "call_s", "first_call_s", "compile_s", "steps_per_call", "steps_per_cpu_s"
-        }
-        assert timing["steps_per_call"] == 2 * T and timing["steps_per_s"] > 0
-        assert entry["step_env"]["best_width"] == 2
-    assert set(result["numpy_point_robot"]["widths"]) == {"2"}
-    assert set(result["ratio_jax_over_numpy_point_robot"]) == {"2"}
-    assert result["quick"] is False and len(result["load_average_at_start"]) == 3

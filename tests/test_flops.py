@@ -1,9 +1,9 @@
-"""The jaxpr FLOP counter of experiments/flops.py against hand-counted matmul FLOPs."""
+"""The jaxpr FLOP counter of experiments/benchmarks/flops.py against hand-counted matmul FLOPs."""
 
 import jax
 import jax.numpy as jnp
 
-from experiments import flops
+from experiments.benchmarks import flops
 
 W = jnp.ones((512, 512))
 X = jnp.ones((16, 512))

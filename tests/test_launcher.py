@@ -7,6 +7,8 @@ import subprocess
 import sys
 
 import pytest
+from absl import app as absl_app
+from absl import flags as absl_flags
 
 from experiments import plot
 from experiments import train as launcher
@@ -175,8 +177,24 @@ def test_plot_learning_curves(tmp_path):
     assert refs["bayes"]["return"] == 9.0 and refs["bayes"]["episode_returns"] == [2.0, 3.0, 4.0]
     assert "random" not in refs  # its N does not match
     out = str(tmp_path / "fig.png")
-    flags = ["--labels=x,y,x", f"--out={out}", f"--reference={reference}"]
-    assert plot.main([str(tmp_path / d) for d in "abc"] + flags) == 0
+    flag_values, rest = _plot_flags([str(tmp_path / d) for d in "abc"] + ["--labels=x,y,x", f"--out={out}",
+                                                                      f"--reference={reference}"])
+    assert rest[1:] == [str(tmp_path / d) for d in "abc"]  # the logdirs are the non-flag arguments
+    plot.main(rest, flag_values)
     assert os.path.getsize(out) > 5000
-    with pytest.raises(SystemExit):
-        plot.main([str(tmp_path / "a"), "--labels=x,y", f"--out={out}"])
+    os.remove(out)
+    for args, message in (([str(tmp_path / "a"), "--labels=x,y"], "--labels has 2 names for 1 logdirs"),
+                          ([], "no logdir given")):
+        flag_values, rest = _plot_flags(args + [f"--out={out}"])
+        with pytest.raises(absl_app.UsageError, match=message):
+            plot.main(rest, flag_values)
+    assert not os.path.exists(out)
+    with pytest.raises(absl_flags.IllegalFlagValueError, match="--out"):  # --out is required
+        _plot_flags([str(tmp_path / "a")])
+
+
+def _plot_flags(args):
+    """The plot script's flags in a fresh FlagValues, parsed from `args`; and the non-flag arguments."""
+    flag_values = absl_flags.FlagValues()
+    plot.define_flags(flag_values)
+    return flag_values, flag_values(["plot", *args])

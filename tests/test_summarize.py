@@ -3,9 +3,17 @@
 import json
 
 import pytest
+from absl import app, flags
 
 from experiments import summarize
 from mamba_jax.config import PRESETS
+
+
+def run_main(*args):
+    """summarize.main with `args` parsed into fresh flags."""
+    flag_values = flags.FlagValues()
+    summarize.define_flags(flag_values)
+    summarize.main(flag_values(["summarize", *args]), flag_values)
 
 
 def write_run(path, mamba: bool, final_test: bool):
@@ -34,8 +42,8 @@ def test_summary_and_table(tmp_path):
     write_run(tmp_path / "m", True, final_test=True)
     write_run(tmp_path / "d", False, final_test=False)
     out = tmp_path / "out"
-    summarize.main(["--run=mamba:" + str(tmp_path / "m"), "--run=dreamer:" + str(tmp_path / "d"),
-                    "--out=" + str(out), "--machine=test box"])
+    run_main("--run=mamba:" + str(tmp_path / "m"), "--run=dreamer:" + str(tmp_path / "d"),
+             "--out=" + str(out), "--machine=test box")
     s = json.loads((out / "summary.json").read_text())
     m, d = s["methods"]["mamba"], s["methods"]["dreamer"]
     # Bayes reference of point_robot 3 x 100: 263.249... (results/reference_returns.json)
@@ -53,8 +61,20 @@ def test_summary_and_table(tmp_path):
     assert "test box" in table
 
 
-def test_bad_run_spec_and_missing_logdir(tmp_path):
-    with pytest.raises(SystemExit):
-        summarize.main(["--run=no_colon", "--out=" + str(tmp_path)])
+def test_bad_flags_are_refused_before_writing(tmp_path):
+    write_run(tmp_path / "m", True, final_test=False)
+    out = tmp_path / "out"
+    for args, message in (
+        (["--run=no_colon"], "--run='no_colon': expected METHOD:LOGDIR"),
+        ([f"--run=a:{tmp_path / 'm'}", f"--run=a:{tmp_path / 'm'}"], "method 'a' given twice"),
+        ([f"--run=a:{tmp_path}"], "no run.json"),
+        ([f"--run=a:{tmp_path / 'm'}", "stray"], r"unexpected arguments \['stray'\]"),
+    ):
+        with pytest.raises(app.UsageError, match=message):
+            run_main(*args, f"--out={out}")
+    assert not out.exists()
+    for args in (["--out=x"], [f"--run=a:{tmp_path / 'm'}"]):  # --run and --out are required
+        with pytest.raises(flags.IllegalFlagValueError, match="must have a value other than None"):
+            run_main(*args)
     with pytest.raises(ValueError, match="no run.json"):
         summarize.summarize_run(str(tmp_path))

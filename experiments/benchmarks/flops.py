@@ -16,8 +16,11 @@ Only matmul-type FLOPs are counted (the elementwise work is small and not what t
 measures), so `count(f)(...) / seconds / matmul_rate` is a model-FLOPs utilisation. Dead code is
 removed first where JAX's internal `dce_jaxpr` is available (XLA removes it too).
 
-    from experiments.flops import matmul_flops
+    from experiments.benchmarks.flops import matmul_flops
     n = matmul_flops(f, *args)          # same call signature as f
+
+A library module with no command line; experiments.benchmarks.update and .profile_update report its
+counts (`flop_per_update`, `flop`).
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Where the time of training goes: collection, updates, evaluation and checkpoints, in one process.
 
-    python -m experiments.bench_train                       # point_robot (the full preset), 3 reps
-    python -m experiments.bench_train --preset=point_robot_cpu --num_seeds=3 --reps=5
+    python -m experiments.benchmarks.train_iteration                       # point_robot (the full preset), 3 reps
+    python -m experiments.benchmarks.train_iteration --preset=point_robot_cpu --num_seeds=3 --reps=5
 
 Compiles the run's own functions (`train.compile_run`, one iteration per chunk), then times,
 interleaved over `--reps` rounds after a warm-up (medians reported):
@@ -13,7 +13,7 @@ interleaved over `--reps` rounds after a warm-up (medians reported):
 * `evaluation`: the evaluation on the preset's eval_tasks tasks;
 * `checkpoint`: saving the whole train state (replay included) with orbax;
 * `update_alone`: one update of the longest horizon bucket timed alone, as
-  `experiments.bench_update` times it (its own compiled function on a random batch).
+  `experiments.benchmarks.update` times it (its own compiled function on a random batch).
 
 From these: `env_steps_per_second` = num_envs * T / chunk (collection + updates, the quantity the
 authors' 83 env steps/s is); `env_steps_per_second_with_eval` adds one evaluation and one
@@ -24,7 +24,6 @@ across days on a shared machine; absolute seconds do not. Writes results/bench_t
 
 from __future__ import annotations
 
-import argparse
 import math
 import os
 import platform
@@ -34,16 +33,32 @@ import time
 
 import jax
 import numpy as np
+from absl import app, flags
 
 import envs
 import mamba_jax as mj
-from experiments import bench_update, command_line, write_json_record
+from experiments import command_line, write_json_record
+from experiments.benchmarks import update as bench_update
 from mamba_jax import checkpoint as ckpt_lib
 from mamba_jax import evaluate as ev
 from mamba_jax import train
 from mamba_jax.hugepages import reexec_with_hugepage_malloc
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+FLAGS = flags.FLAGS
+
+
+def define_flags(flag_values: flags.FlagValues = FLAGS) -> None:
+    """Defines this script's flags (called only when run as a script, so importing is side-effect free)."""
+    flags.DEFINE_enum("preset", "point_robot", list(mj.PRESETS), "Preset whose training iteration is timed.",
+                      flag_values=flag_values)
+    flags.DEFINE_integer("num_seeds", 1, "Seeds trained together (vmapped), as experiments.train --num_seeds.",
+                         lower_bound=1, flag_values=flag_values)
+    flags.DEFINE_integer("reps", 3, "Timed rounds after the warm-up (medians are reported).", lower_bound=1,
+                         flag_values=flag_values)
+    flags.DEFINE_string("out", os.path.join(ROOT, "results", "bench_train.json"), "Output JSON file.",
+                        flag_values=flag_values)
 
 
 def timed(fn) -> float:
@@ -66,25 +81,19 @@ def derived_figures(median_seconds: dict, env_steps: int, updates: int, iteratio
     }
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--preset", default="point_robot")
-    parser.add_argument("--num_seeds", type=int, default=1)
-    parser.add_argument("--reps", type=int, default=3)
-    parser.add_argument("--out", default=os.path.join(ROOT, "results", "bench_train.json"))
-    args = parser.parse_args()
-    if args.preset not in mj.PRESETS:
-        parser.error(f"--preset={args.preset!r}: allowed: {', '.join(mj.PRESETS)}")
-    if args.reps < 1 or args.num_seeds < 1:
-        parser.error("--reps and --num_seeds: allowed: integers >= 1")
-    config = mj.get_config(args.preset)
+def main(argv, flag_values: flags.FlagValues = FLAGS):
+    """The script: reads the flags (see `define_flags`), times the pieces, writes --out."""
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments {argv[1:]}; this script takes flags only (see --help)")
+    fv = flag_values
+    config = mj.get_config(fv.preset)
     env, env_params = envs.make(config.env, num_episodes=config.num_episodes, episode_length=config.episode_length)
     matmul = bench_update.matmul_flop_per_second()
     print(f"matmul float32 2048^3: {matmul / 1e9:.1f} GFLOP/s", flush=True)
 
     t = time.perf_counter()
-    fns = train.compile_run(config, env, env_params, args.num_seeds, chunk_iterations=1)
-    keys = jax.device_put(train.seed_keys(0, args.num_seeds), fns.sharding)
+    fns = train.compile_run(config, env, env_params, fv.num_seeds, chunk_iterations=1)
+    keys = jax.device_put(train.seed_keys(0, fv.num_seeds), fns.sharding)
     state = fns.init(keys)
     state, _ = fns.train_chunk(state, np.int32(0))
     jax.block_until_ready(state)
@@ -103,7 +112,7 @@ def main():
     iteration = int(train.to_host(state.iterations)[0])
     with tempfile.TemporaryDirectory(prefix="bench_train_ckpt_") as checkpoint_dir:  # a whole replay per save
         checkpointer = ckpt_lib.Checkpointer(checkpoint_dir, max_to_keep=1)
-        for rep in range(args.reps):
+        for rep in range(fv.reps):
             t = time.perf_counter()
             state, summary = fns.train_chunk(state, np.int32(iteration))
             jax.block_until_ready(summary)
@@ -116,15 +125,15 @@ def main():
         checkpointer.close()
     finite = bool(np.all(np.isfinite(train.to_host(summary["train/wm/loss"]))))
 
-    update = bench_update.bench_case(config, config.meta_length, args.reps)
+    update = bench_update.bench_case(config, config.meta_length, fv.reps)
     med = {k: statistics.median(v) for k, v in times.items()}
-    steps = fns.trainer.steps_per_iteration * args.num_seeds
+    steps = fns.trainer.steps_per_iteration * fv.num_seeds
     num_updates = fns.trainer.updates_per_iteration
     iterations_per_eval = max(1, math.ceil(config.eval_every / fns.trainer.steps_per_iteration))
     record = {
-        "command": command_line("experiments.bench_train", parser, args),
-        "preset": args.preset,
-        "num_seeds": args.num_seeds,
+        "command": command_line("experiments.benchmarks.train_iteration", fv),
+        "preset": fv.preset,
+        "num_seeds": fv.num_seeds,
         "glibc_tunables": os.environ.get("GLIBC_TUNABLES", ""),
         "platform": platform.platform(),
         "cpu_count": os.cpu_count(),
@@ -140,7 +149,7 @@ def main():
         "finite_loss": finite and update["finite_loss"],
     }
     print(
-        f"{args.preset}: chunk {med['chunk']:.2f} s ({steps} env steps, {num_updates} updates) -> "
+        f"{fv.preset}: chunk {med['chunk']:.2f} s ({steps} env steps, {num_updates} updates) -> "
         f"{record['env_steps_per_second']:.1f} env steps/s; collection-like {med['collection_like']:.2f} s "
         f"({100 * record['collection_share_of_chunk']:.0f} % of the chunk); update in chunk "
         f"{record['update_in_chunk_seconds']:.3f} s vs alone {record['update_alone_seconds']:.3f} s; "
@@ -148,9 +157,10 @@ def main():
         f"iterations -> {record['env_steps_per_second_with_eval']:.1f} env steps/s",
         flush=True,
     )
-    write_json_record(args.out, record)
+    write_json_record(fv.out, record)
 
 
 if __name__ == "__main__":
     reexec_with_hugepage_malloc()  # as experiments.train runs (mamba_jax/hugepages.py)
-    main()
+    define_flags()
+    app.run(main)

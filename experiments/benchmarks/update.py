@@ -1,12 +1,12 @@
 """Times one full agent update (world model + actor + critic) and counts its FLOPs.
 
-    python -m experiments.bench_update            # point_robot (T=300), point_robot_cpu, reacher (T=900)
-    python -m experiments.bench_update --quick    # point_robot_cpu at T=300 only, few repetitions
-    python -m experiments.bench_update --preset=point_robot --reps=3   # one preset, its longest bucket
+    python -m experiments.benchmarks.update            # point_robot (T=300), point_robot_cpu, reacher (T=900)
+    python -m experiments.benchmarks.update --quick    # point_robot_cpu at T=300 only, few repetitions
+    python -m experiments.benchmarks.update --preset=point_robot --reps=3   # one preset, its longest bucket
 
 It runs with transparent huge pages for malloc (mamba_jax/hugepages.py; `MAMBA_JAX_HUGEPAGES=0`
 turns that off) and records the minor page faults and kernel CPU seconds per update, which show
-the difference (experiments/bench_malloc.py compares the two in one run).
+the difference (run it once with `MAMBA_JAX_HUGEPAGES=0` to compare).
 
 For every case (preset, world-model horizon H) it reports: the compile time of the update for
 that horizon bucket, seconds per update (median of timed repetitions after a warm-up), the
@@ -14,11 +14,11 @@ FLOPs of one update (below), the FLOP/s of a large float32 matmul measured in th
 fraction_of_matmul = (flop_per_update / seconds_per_update) / matmul_flop_per_second.
 
 flop_per_update counts the matmul and convolution FLOPs of the update's jaxpr with every loop
-iteration included (experiments/flops.py: a scan body times its length, the gradient's transposed
+iteration included (experiments/benchmarks/flops.py: a scan body times its length, the gradient's transposed
 scans included, dead code removed). XLA's own `cost_analysis()` figure is kept as
 `xla_cost_analysis_flop` for comparison: it counts each while-loop body once, so it misses
-most of the posterior scan over T steps and all but one imagination step (124 instead of 183
-GFLOP for point_robot). For presets with a horizon ramp it also reports the compile time of the
+most of the posterior scan over T steps and all but one imagination step (151 instead of 166
+GFLOP for point_robot in results/bench_update.json). For presets with a horizon ramp it also reports the compile time of the
 real `update` (all buckets in one lax.switch).
 
 Each horizon is timed through the single-bucket function the real update dispatches to
@@ -29,7 +29,6 @@ shapes (the update's cost does not depend on the values). Writes results/bench_u
 
 from __future__ import annotations
 
-import argparse
 import functools
 import json
 import os
@@ -41,16 +40,33 @@ import time
 
 import jax
 import jax.numpy as jnp
+from absl import app, flags
 from gymnax.environments import spaces
 
 import mamba_jax as mj
-from experiments import flops as flop_counter
 from experiments import command_line, write_json_record
+from experiments.benchmarks import flops as flop_counter
 from mamba_jax import agent as agent_lib
 from mamba_jax import config as cfg
 from mamba_jax.hugepages import reexec_with_hugepage_malloc
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+DEFAULT_OUT = str(ROOT / "results" / "bench_update.json")
+
+FLAGS = flags.FLAGS
+
+
+def define_flags(flag_values: flags.FlagValues = FLAGS) -> None:
+    """Defines this script's flags (called only when run as a script, so importing is side-effect free)."""
+    flags.DEFINE_bool("quick", False, "Time point_robot_cpu at H=300 only, with 3 repetitions unless --reps is given.",
+                      flag_values=flag_values)
+    flags.DEFINE_enum("preset", None, list(mj.PRESETS),
+                      "Time only this preset, at its longest horizon bucket (default: point_robot and point_robot_cpu "
+                      "at H=300, reacher at H=50,263,475,900).",
+                      flag_values=flag_values)
+    flags.DEFINE_integer("reps", None, "Timed updates per case after the warm-up (default 5; --quick: 3).",
+                         lower_bound=1, flag_values=flag_values)
+    flags.DEFINE_string("out", DEFAULT_OUT, "Output JSON file.", flag_values=flag_values)
 
 
 def spaces_for(config: mj.Config):
@@ -169,24 +185,20 @@ def full_update_compile_seconds(config: mj.Config) -> float:
     return time.perf_counter() - t
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--quick", action="store_true", help="point_robot_cpu at T=300 only, 3 repetitions")
-    parser.add_argument("--preset", default=None, help="only this preset, at its longest horizon bucket")
-    parser.add_argument("--reps", type=int, default=None)
-    parser.add_argument("--out", default=str(ROOT / "results" / "bench_update.json"))
-    args = parser.parse_args()
-    if args.preset is not None:
-        if args.preset not in mj.PRESETS:
-            parser.error(f"--preset={args.preset!r}: allowed: {', '.join(mj.PRESETS)}")
-        cases = [(args.preset, [mj.get_config(args.preset).meta_length])]
-        reps = args.reps or 5
-    elif args.quick:
+def main(argv, flag_values: flags.FlagValues = FLAGS):
+    """The script: reads the flags (see `define_flags`), times the cases, writes --out."""
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments {argv[1:]}; this script takes flags only (see --help)")
+    fv = flag_values
+    if fv.preset is not None:
+        cases = [(fv.preset, [mj.get_config(fv.preset).meta_length])]
+        reps = fv.reps or 5
+    elif fv.quick:
         cases = [("point_robot_cpu", [300])]
-        reps = args.reps or 3
+        reps = fv.reps or 3
     else:
         cases = [("point_robot", [300]), ("point_robot_cpu", [300]), ("reacher", [50, 263, 475, 900])]
-        reps = args.reps or 5
+        reps = fv.reps or 5
     matmul = matmul_flop_per_second()
     print(f"matmul float32 2048^3: {matmul / 1e9:.1f} GFLOP/s", flush=True)
     results = []
@@ -199,12 +211,12 @@ def main():
             results.append(r)
             print(json.dumps(r), flush=True)
     extra = {}
-    if not args.quick and args.preset is None:
+    if not fv.quick and fv.preset is None:
         extra["reacher_full_update_compile_seconds"] = full_update_compile_seconds(mj.get_config("reacher"))
         print(json.dumps(extra), flush=True)
     record = {
-        "command": command_line("experiments.bench_update", parser, args),
-        "mode": "quick" if args.quick else ("preset" if args.preset else "full"),
+        "command": command_line("experiments.benchmarks.update", fv),
+        "mode": "quick" if fv.quick else ("preset" if fv.preset else "full"),
         "glibc_tunables": os.environ.get("GLIBC_TUNABLES", ""),
         "device": str(jax.devices()[0]),
         "platform": platform.platform(),
@@ -214,9 +226,10 @@ def main():
         "cases": results,
         **extra,
     }
-    write_json_record(args.out, record)
+    write_json_record(fv.out, record)
 
 
 if __name__ == "__main__":
     reexec_with_hugepage_malloc()  # before any work: faster updates on XLA:CPU (see mamba_jax/hugepages.py)
-    main()
+    define_flags()
+    app.run(main)

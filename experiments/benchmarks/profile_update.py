@@ -1,11 +1,11 @@
 """Where the time of one agent update goes: times and FLOP-counts its pieces separately.
 
-    python -m experiments.profile_update                        # point_robot (B=16, T=300, 8192 starts x H_im 2)
-    python -m experiments.profile_update --preset=point_robot_cpu --reps=3
+    python -m experiments.benchmarks.profile_update              # point_robot (B=16, T=300, 8192 starts x H_im 2)
+    python -m experiments.benchmarks.profile_update --preset=point_robot_cpu --reps=3
 
 Each piece is the agent's own function (mamba_jax.agent / world_model / behavior / rssm), jitted
 on its own, timed as the median of `--reps` calls after a warm-up (block_until_ready), and
-FLOP-counted from its jaxpr with every loop iteration included (experiments/flops.py; XLA's
+FLOP-counted from its jaxpr with every loop iteration included (experiments/benchmarks/flops.py; XLA's
 `cost_analysis()`, which counts a loop body once, is kept as `xla_flop`). The pieces:
 
     wm_observe_fwd    encoder + RSSM posterior scan over the T + 1 entries (forward only)
@@ -28,7 +28,6 @@ Writes results/profile_update.json.
 
 from __future__ import annotations
 
-import argparse
 import os
 import pathlib
 import platform
@@ -37,11 +36,12 @@ import time
 
 import jax
 import jax.numpy as jnp
+from absl import app, flags
 
 import mamba_jax as mj
-from experiments import flops as flop_counter
 from experiments import command_line, write_json_record
-from experiments.bench_update import flops_of, matmul_flop_per_second, matmul_rate, random_batch, spaces_for
+from experiments.benchmarks import flops as flop_counter
+from experiments.benchmarks.update import flops_of, matmul_flop_per_second, matmul_rate, random_batch, spaces_for
 from mamba_jax import agent as agent_lib
 from mamba_jax import config as cfg
 from mamba_jax.behavior import actor_loss, critic_loss
@@ -49,7 +49,19 @@ from mamba_jax.rssm import feature, imagine, observe
 from mamba_jax.world_model import gather_time, sample_times, wm_loss, wm_value_and_grad
 from mamba_jax.hugepages import reexec_with_hugepage_malloc
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+
+FLAGS = flags.FLAGS
+
+
+def define_flags(flag_values: flags.FlagValues = FLAGS) -> None:
+    """Defines this script's flags (called only when run as a script, so importing is side-effect free)."""
+    flags.DEFINE_enum("preset", "point_robot", list(mj.PRESETS), "Preset whose update is profiled (its longest "
+                      "horizon bucket).", flag_values=flag_values)
+    flags.DEFINE_integer("reps", 5, "Timed calls per piece after the warm-up (the median is reported).",
+                         lower_bound=1, flag_values=flag_values)
+    flags.DEFINE_string("out", str(ROOT / "results" / "profile_update.json"), "Output JSON file.",
+                        flag_values=flag_values)
 
 
 def time_piece(name, fn, args, reps):
@@ -69,14 +81,13 @@ def time_piece(name, fn, args, reps):
     return rec, out
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--preset", default="point_robot")
-    parser.add_argument("--reps", type=int, default=5)
-    parser.add_argument("--out", default=str(ROOT / "results" / "profile_update.json"))
-    args = parser.parse_args()
+def main(argv, flag_values: flags.FlagValues = FLAGS):
+    """The script: reads the flags (see `define_flags`), times and counts the pieces, writes --out."""
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments {argv[1:]}; this script takes flags only (see --help)")
+    fv = flag_values
 
-    config = mj.get_config(args.preset)
+    config = mj.get_config(fv.preset)
     obs_space, action_space = spaces_for(config)
     state = mj.init(jax.random.PRNGKey(0), config, obs_space, action_space)
     batch = random_batch(jax.random.PRNGKey(1), config, state)
@@ -103,7 +114,7 @@ def main():
     records = []
 
     def run(name, fn, *a):
-        rec, out = time_piece(name, fn, a, args.reps)
+        rec, out = time_piece(name, fn, a, fv.reps)
         rec["gflop_per_s"] = rec["flop"] / rec["seconds"] / 1e9
         rec["fraction_of_matmul"] = rec["flop"] / rec["seconds"] / mm
         records.append(rec)
@@ -164,8 +175,8 @@ def main():
     print("share of the summed pieces: " + ", ".join(f"{k}: {v:.2f}" for k, v in share.items()))
     print(f"sum of pieces {sum_parts:.3f} s vs full update {full:.3f} s")
     record = {
-        "command": command_line("experiments.profile_update", parser, args),
-        "preset": args.preset, "batch_size": B, "T": c.meta_length, "bucket_length": length,
+        "command": command_line("experiments.benchmarks.profile_update", fv),
+        "preset": fv.preset, "batch_size": B, "T": c.meta_length, "bucket_length": length,
         "imag_starts": n_starts, "imag_horizon": c.imag_horizon,
         "device": str(jax.devices()[0]), "platform": platform.platform(), "cpu_count": os.cpu_count(),
         "jax": jax.__version__, "load_average_at_end": os.getloadavg(),
@@ -173,9 +184,10 @@ def main():
         "load_average_at_start": load_start, "flop_count": "matmul + conv FLOPs of the jaxpr, loops included",
         "pieces": records, "sum_of_update_pieces_seconds": sum_parts, "share_of_summed_pieces": share,
     }
-    write_json_record(args.out, record)
+    write_json_record(fv.out, record)
 
 
 if __name__ == "__main__":
     reexec_with_hugepage_malloc()  # before any work: faster updates on XLA:CPU (see mamba_jax/hugepages.py)
-    main()
+    define_flags()
+    app.run(main)

@@ -1,6 +1,8 @@
 """Env throughput: steps per second of whole meta-episodes, vs the vmap width.
 
-    python -m experiments.bench_envs [--quick] [--envs=point_robot,rooms] [--widths=1,64,1024,16384]
+    python -m experiments.benchmarks.envs --quick               # width 1024, no MuJoCo envs (< 1 min)
+    python -m experiments.benchmarks.envs                       # every env, widths 1, 64, 1024, 16384
+    python -m experiments.benchmarks.envs --envs=point_robot,rooms --widths=1,64,1024 --modes=step_env
 
 For every selected env (the meta-episode wrapper of `envs.make(name)`) and width W, one jitted
 function resets W envs and runs `lax.scan` over `--meta_episodes` whole meta-episodes of T = N * L
@@ -30,6 +32,7 @@ Measure on an idle machine: the load average at start is recorded in the JSON.
 
 import json
 import os
+import pathlib
 import platform
 import time
 
@@ -44,6 +47,7 @@ import envs
 from experiments import check_choices
 
 MUJOCO_ENVS = ("reacher", "reacher_pixels", "humanoid_dir")
+ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 FLAGS = flags.FLAGS
 
@@ -79,7 +83,7 @@ def define_flags(flag_values: flags.FlagValues = FLAGS) -> None:
         flag_values=flag_values,
     )
     flags.DEFINE_bool("numpy", True, "Also time the NumPy point robot baseline.", flag_values=flag_values)
-    flags.DEFINE_string("out", "results/bench_envs.json", "Output JSON file.", flag_values=flag_values)
+    flags.DEFINE_string("out", str(ROOT / "results" / "bench_envs.json"), "Output JSON file.", flag_values=flag_values)
 
 
 def sample_actions(space, key: jax.Array, width: int) -> jax.Array:
@@ -89,7 +93,7 @@ def sample_actions(space, key: jax.Array, width: int) -> jax.Array:
     if isinstance(space, spaces.Box):
         shape = (width,) + tuple(space.shape)
         return jax.random.uniform(key, shape, jnp.float32, space.low, space.high).astype(space.dtype)
-    raise ValueError(f"bench_envs supports Discrete and Box action spaces, got {space!r}")
+    raise ValueError(f"the env benchmark supports Discrete and Box action spaces, got {space!r}")
 
 
 MODES = ("step_env", "auto_reset")
@@ -256,7 +260,8 @@ def bench(
 
 def main(argv, flag_values: flags.FlagValues = FLAGS):
     """The script: reads the flags (see `define_flags`), runs `bench`, writes --out."""
-    del argv
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments {argv[1:]}; this script takes flags only (see --help)")
     fv = flag_values
     quick = fv.quick
     names = fv.envs or [n for n in envs.NAMES if not (quick and n in MUJOCO_ENVS)]
