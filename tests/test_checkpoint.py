@@ -11,7 +11,7 @@ import pytest
 
 from mamba_jax import replay as rb
 from mamba_jax.checkpoint import Checkpointer, DamagedCheckpoint, NoIntactCheckpoint
-from mamba_jax.train import TrainState
+from mamba_jax.trainer import TrainState
 
 
 def make_state(value: float) -> TrainState:
