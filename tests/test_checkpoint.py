@@ -1,6 +1,8 @@
-"""Checkpointer: exact round trip of a train-state-like pytree, max_to_keep, incomplete saves."""
+"""Checkpointer: exact round trip of a train-state-like pytree, max_to_keep, incomplete saves,
+damaged checkpoints (found from metadata, or by a failed read) and the fall-back to an older one."""
 
 import os
+import shutil
 
 import jax
 import jax.numpy as jnp
@@ -8,8 +10,8 @@ import numpy as np
 import pytest
 
 from mamba_jax import replay as rb
-from mamba_jax.checkpoint import Checkpointer
-from mamba_jax.train import TrainState
+from mamba_jax.checkpoint import Checkpointer, DamagedCheckpoint, NoIntactCheckpoint
+from mamba_jax.trainer import TrainState
 
 
 def make_state(value: float) -> TrainState:
@@ -113,4 +115,113 @@ def test_restore_into_another_shape_names_the_arrays_before_reading(tmp_path):
     restored, meta = ckpt.restore(make_state(0.0))  # the checkpoint is still fine
     assert_same(restored, make_state(1.0))
     assert meta == {"step": 1}
+    ckpt.close()
+
+
+def make_large_state(value: float) -> TrainState:
+    """make_state plus a 16 KB array: orbax keeps values over 1 KB in separate data files."""
+    state = make_state(value)
+    return state.replace(agent={**state.agent, "table": jnp.arange(4000.0) * value})
+
+
+def data_file(directory, step) -> str:
+    """The largest file of checkpoint `step`'s array store (the 16 KB table's data file)."""
+    root = os.path.join(directory, str(step), "state")
+    files = [os.path.join(r, f) for r, _, names in os.walk(root) for f in names]
+    return max(files, key=os.path.getsize)
+
+
+def cut(path, keep: int | None = None) -> None:
+    """Truncates a file to `keep` bytes (default: half)."""
+    with open(path, "rb") as f:
+        data = f.read()
+    with open(path, "wb") as f:
+        f.write(data[: len(data) // 2 if keep is None else keep])
+
+
+def test_damage_names_the_missing_or_truncated_file(tmp_path):
+    """`damage` reads metadata only and names the file: a missing or cut host JSON, orbax
+    metadata or OCDBT manifest, a data file shorter than the byte ranges the tree points to."""
+    base = tmp_path / "base"
+    ckpt = Checkpointer(str(base))
+    ckpt.save(1, make_large_state(1.0), {"step": 1})
+    ckpt.close()
+    assert Checkpointer(str(base)).damage(1) is None
+
+    def damaged(change) -> str:
+        directory = tmp_path / f"case{len(list(tmp_path.iterdir()))}"
+        shutil.copytree(base, directory)
+        change(directory / "1")
+        found = Checkpointer(str(directory))
+        with pytest.raises(DamagedCheckpoint) as refused:
+            found.restore(make_large_state(0.0))
+        assert refused.value.step == 1 and refused.value.reason == found.damage(1)
+        return found.damage(1)
+
+    assert damaged(lambda d: os.remove(d / "meta" / "metadata")) == "meta/metadata is missing"
+    assert damaged(lambda d: cut(d / "state" / "_METADATA")).startswith("state/_METADATA is unreadable (")
+    assert damaged(lambda d: os.remove(d / "state" / "manifest.ocdbt")) == "state/manifest.ocdbt is missing"
+    path = data_file(base, 1)
+    relative = os.path.relpath(path, base / "1")
+    size = os.path.getsize(path)
+    assert size > 4000  # the table's data file, not a small tree node
+    reason = damaged(lambda d: cut(d / relative))
+    assert reason.startswith(f"{relative} is truncated ({size // 2} of at least ") and reason.endswith(" bytes)")
+    needed = int(reason.split()[-2])  # the end of the last byte range read from the file
+    assert size // 2 < needed <= size
+    assert damaged(lambda d: os.remove(d / relative)) == f"{relative} is missing"
+
+
+def test_restore_newest_intact_falls_back_and_names_what_it_skipped(tmp_path):
+    """Newest first: a truncated data file (found from metadata) and zeroed bytes of the same
+    length (found when the read fails) are skipped with their reasons; the newest intact one is
+    restored; none intact: NoIntactCheckpoint naming each, in one line."""
+    ckpt = Checkpointer(str(tmp_path), max_to_keep=3)
+    for step in (1, 2, 3):
+        ckpt.save(step, make_large_state(float(step)), {"step": step})
+    cut(data_file(tmp_path, 3))
+    zeroed = data_file(tmp_path, 2)
+    with open(zeroed, "r+b") as f:
+        f.write(bytes(os.path.getsize(zeroed)))
+    assert ckpt.damage(2) is None  # the sizes are right: only reading the arrays finds it
+    state, meta, skipped = ckpt.restore_newest_intact(make_large_state(0.0))
+    assert meta == {"step": 1}
+    assert_same(state, make_large_state(1.0))
+    assert [step for step, _ in skipped] == [3, 2]
+    assert "is truncated (" in skipped[0][1] and skipped[1][1]  # the read's own error, first line
+
+    seen = []
+    ckpt.restore_newest_intact(make_large_state(0.0), check=lambda meta, step: seen.append((meta["step"], step)))
+    assert seen == [(2, 2), (1, 1)]  # 3 is skipped before its meta is checked, 2 only when its read fails
+    with pytest.raises(ValueError, match="another config"):  # a refusal by `check` is not damage
+        ckpt.restore_newest_intact(make_large_state(0.0), check=lambda meta, step: _raise(ValueError("another config")))
+
+    os.remove(tmp_path / "1" / "meta" / "metadata")
+    with pytest.raises(NoIntactCheckpoint) as refused:
+        ckpt.restore_newest_intact(make_large_state(0.0))
+    message = str(refused.value)
+    assert "\n" not in message and message.startswith(f"no intact checkpoint in {tmp_path} (3: state/")
+    assert "; 1: meta/metadata is missing)" in message
+    ckpt.close()
+
+
+def _raise(error):
+    raise error
+
+
+def test_set_aside_frees_the_step(tmp_path):
+    """A damaged checkpoint set aside leaves the managed steps and directory: the step can be
+    saved again, and the older checkpoints are kept by max_to_keep."""
+    directory = tmp_path / "checkpoints"
+    ckpt = Checkpointer(str(directory), max_to_keep=2)
+    ckpt.save(1, make_state(1.0), {"step": 1})
+    ckpt.save(2, make_state(2.0), {"step": 2})
+    cut(directory / "2" / "state" / "_METADATA")
+    assert ckpt.set_aside(2) == str(tmp_path / "checkpoints_damaged" / "2")
+    assert ckpt.all_steps() == [1] and ckpt.latest_step() == 1
+    assert sorted(os.listdir(tmp_path / "checkpoints_damaged" / "2")) == sorted(os.listdir(directory / "1"))
+    ckpt.save(2, make_state(2.0), {"step": 2})
+    assert ckpt.all_steps() == [1, 2] and ckpt.damage(2) is None
+    cut(directory / "2" / "meta" / "metadata")
+    assert ckpt.set_aside(2) == str(tmp_path / "checkpoints_damaged" / "2.1")  # the first one is kept
     ckpt.close()

@@ -41,7 +41,7 @@ def debug_run() -> dict:
     """Metrics rows (wall time dropped) and the final test of 400 env steps of the debug preset, seed 0."""
     from mamba_jax.config import get_config
     from mamba_jax.logging import read_metrics
-    from mamba_jax.train import run
+    from mamba_jax.runner import run
 
     config = get_config("debug")
     with tempfile.TemporaryDirectory() as logdir:
