@@ -13,7 +13,7 @@ from absl import flags as absl_flags
 from experiments import plot
 from experiments import train as launcher
 import mamba_jax as mj
-from mamba_jax import train as tr
+from mamba_jax import runner as tr
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -124,7 +124,7 @@ def test_bad_flags_fail_before_compiling(flags, message, tmp_path):
     ],
 )
 def test_main_rejects_bad_values_without_running(flags, message, monkeypatch, tmp_path):
-    monkeypatch.setattr(tr, "run", lambda *a, **k: pytest.fail("train.run must not be reached"))
+    monkeypatch.setattr(tr, "run", lambda *a, **k: pytest.fail("runner.run must not be reached"))
     launcher.FLAGS(["train"] + [f.replace("LOG", str(tmp_path / "log")) for f in flags])
     try:
         with pytest.raises(launcher.app.UsageError, match=message.replace("(", r"\(")):

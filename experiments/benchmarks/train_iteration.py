@@ -3,7 +3,7 @@
     python -m experiments.benchmarks.train_iteration                       # point_robot (the full preset), 3 reps
     python -m experiments.benchmarks.train_iteration --preset=point_robot_cpu --num_seeds=3 --reps=5
 
-Compiles the run's own functions (`train.compile_run`, one iteration per chunk), then times,
+Compiles the run's own functions (`trainer.compile_run`, one iteration per chunk), then times,
 interleaved over `--reps` rounds after a warm-up (medians reported):
 
 * `chunk`: one training iteration, as `experiments.train` runs it: a collection of num_envs
@@ -41,7 +41,7 @@ from experiments import command_line, write_json_record
 from experiments.benchmarks import update as bench_update
 from mamba_jax import checkpoint as ckpt_lib
 from mamba_jax import evaluate as ev
-from mamba_jax import train
+from mamba_jax import runner, trainer
 from mamba_jax.hugepages import reexec_with_hugepage_malloc
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -92,24 +92,24 @@ def main(argv, flag_values: flags.FlagValues = FLAGS):
     print(f"matmul float32 2048^3: {matmul / 1e9:.1f} GFLOP/s", flush=True)
 
     t = time.perf_counter()
-    fns = train.compile_run(config, env, env_params, fv.num_seeds, chunk_iterations=1)
-    keys = jax.device_put(train.seed_keys(0, fv.num_seeds), fns.sharding)
+    fns = trainer.compile_run(config, env, env_params, fv.num_seeds, chunk_iterations=1)
+    keys = jax.device_put(runner.seed_keys(0, fv.num_seeds), fns.sharding)
     state = fns.init(keys)
     state, _ = fns.train_chunk(state, np.int32(0))
     jax.block_until_ready(state)
     print(f"compiled and ran the first chunk in {time.perf_counter() - t:.1f} s", flush=True)
 
-    eval_keys = train.to_host(state.eval_key)
-    policy_keys = jax.device_put(jax.vmap(ev.eval_policy_key)(eval_keys, train.to_host(state.env_steps)), fns.sharding)
+    eval_keys = runner.to_host(state.eval_key)
+    policy_keys = jax.device_put(jax.vmap(ev.eval_policy_key)(eval_keys, runner.to_host(state.env_steps)), fns.sharding)
 
     def tasks(n):
-        return jax.device_put(train._per_seed(ev.eval_reset_keys, eval_keys, n), fns.sharding)
+        return jax.device_put(runner.per_seed(ev.eval_reset_keys, eval_keys, n), fns.sharding)
 
     collect_tasks, eval_tasks = tasks(config.num_envs), tasks(config.eval_tasks)
     for reset in (collect_tasks, eval_tasks):  # compile both widths
         jax.block_until_ready(fns.evaluate(state, reset, policy_keys))
     times = {name: [] for name in ("chunk", "collection_like", "evaluation", "checkpoint")}
-    iteration = int(train.to_host(state.iterations)[0])
+    iteration = int(runner.to_host(state.iterations)[0])
     with tempfile.TemporaryDirectory(prefix="bench_train_ckpt_") as checkpoint_dir:  # a whole replay per save
         checkpointer = ckpt_lib.Checkpointer(checkpoint_dir, max_to_keep=1)
         for rep in range(fv.reps):
@@ -123,7 +123,7 @@ def main(argv, flag_values: flags.FlagValues = FLAGS):
             times["checkpoint"].append(timed(lambda: checkpointer.save(rep + 1, state, {"env_steps": 0})))
             print(f"rep {rep + 1}: " + ", ".join(f"{k} {v[-1]:.2f} s" for k, v in times.items()), flush=True)
         checkpointer.close()
-    finite = bool(np.all(np.isfinite(train.to_host(summary["train/wm/loss"]))))
+    finite = bool(np.all(np.isfinite(runner.to_host(summary["train/wm/loss"]))))
 
     update = bench_update.bench_case(config, config.meta_length, fv.reps)
     med = {k: statistics.median(v) for k, v in times.items()}
