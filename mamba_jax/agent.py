@@ -220,8 +220,8 @@ def policy(agent_state: AgentState, carry: dict, obs: dict, key: jax.Array, dete
         low = jnp.asarray(agent_state.action_low, jnp.float32)
         high = jnp.asarray(agent_state.action_high, jnp.float32)
         env_action = jnp.clip(model_action, low, high)  # [deviation]: the reference passes unclipped samples
-    model_action = action_to_model(env_action, agent_state.action_dim, agent_state.discrete)
-    return env_action, {"state": post, "action": model_action}
+    taken = action_to_model(env_action, agent_state.action_dim, agent_state.discrete)  # the action in the batch format
+    return env_action, {"state": post, "action": taken}
 
 
 # ------------------------------------------------------------------------------ training
