@@ -19,7 +19,7 @@ import importlib
 # their flags and re-execute themselves (hugepages.py) before any JAX import.
 _EXPORTS = {
     "AgentState": "mamba_jax.agent",
-    "action_to_model": "mamba_jax.agent",
+    "action_to_model": "mamba_jax.rollout",
     "check_batch": "mamba_jax.agent",
     "init": "mamba_jax.agent",
     "initial_carry": "mamba_jax.agent",

@@ -1,4 +1,5 @@
-"""The agent's public API: AgentState, init, initial_carry, policy, action_to_model, update.
+"""The agent's public API: AgentState, init, initial_carry, policy, update (and action_to_model,
+defined in rollout.py, for the batch's action format).
 
     state = init(key, config, obs_space, action_space)
     carry = initial_carry(state, num_envs)
@@ -8,7 +9,7 @@
 Everything is a pure function of pytrees and keys: jittable (the Config and the observation /
 action layout are static fields of `AgentState`) and vmappable over seeds.
 
-`update` = one world-model step then one actor step and one critic step (spec 3-4). MAMBA
+`update` = one world-model step then one actor step and one critic step. MAMBA
 (config.mamba): the batch holds whole meta-episodes (S = T + 1 entries); the horizon H_wm is
 computed from `state.env_steps` (or passed as `h_wm`) and the update runs the branch of
 `lax.switch` compiled for the smallest horizon bucket >= H_wm (see `config.horizon_buckets`),
@@ -18,6 +19,7 @@ entries and is used whole.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 
 import jax
@@ -32,8 +34,10 @@ from mamba_jax.behavior import Behavior, RetNorm, actor_loss, critic_loss
 from mamba_jax.config import Config
 from mamba_jax.explore import Ensemble, ensemble_loss
 from mamba_jax.nets import ObsSpec
+from mamba_jax.rollout import action_to_model
 from mamba_jax.rssm import RSSM, feature
-from mamba_jax.world_model import WorldModel, gather_time, sample_times, wm_value_and_grad
+from mamba_jax.sequence import gather_time, sample_times
+from mamba_jax.world_model import WorldModel, wm_value_and_grad
 
 MAMBA_KEYS = ("obs", "reward", "time")
 BASELINE_KEYS = ("obs",)
@@ -44,13 +48,15 @@ class AgentState:
     """Params, optimiser states and counters of one agent (one seed).
 
     params:    {"wm": {...}, "actor": ..., "critic": ..., "slow_critic": ...}, and "explore" (the
-               disagreement ensemble) when config.expl_scale != 0
+               disagreement ensemble) when config.expl_scale > 0
     opt_state: {"wm": ..., "actor": ..., "critic": ...} (optax), and "explore" likewise
     retnorm:   RetNorm (EMA of the return percentiles)
     env_steps: int32 [] real env transitions so far (set by the trainer)
     updates:   int32 [] updates done
     Static: config, obs_spec (the keys the encoder/decoder use), action_dim, discrete,
-    action_low / action_high (tuples of floats, continuous only).
+    action_low / action_high (tuples of floats, continuous only). The static fields are plain
+    hashable values, equal for every `init` with the same config and spaces (so two states have
+    the same tree structure); the modules and optimisers they determine are `state.modules`.
     """
 
     params: dict
@@ -66,20 +72,40 @@ class AgentState:
     action_high: tuple = struct.field(pytree_node=False, default=())
 
     @property
+    def modules(self) -> "Modules":
+        """The networks and optimisers of this agent (built once per static layout)."""
+        return build_modules(self.config, self.obs_spec, self.action_dim, self.discrete)
+
+    @property
     def world_model(self) -> WorldModel:
-        return _world_model(self.config, self.obs_spec, self.action_dim)
+        return self.modules.world_model
 
     @property
     def behavior(self) -> Behavior:
-        return _behavior(self.config, self.action_dim, self.discrete)
+        return self.modules.behavior
 
 
-def _world_model(config, spec, action_dim) -> WorldModel:
-    return WorldModel.create(config, spec, action_dim)
+@dataclasses.dataclass(frozen=True, eq=False)
+class Modules:
+    """What an agent's params are used with: the flax modules and the optax optimisers.
+
+    world_model, behavior: the modules; optimisers: {"wm", "actor", "critic"} and "explore" when
+    the exploration bonus is on; ensemble: the disagreement ensemble, or None when it is off.
+    """
+
+    world_model: WorldModel
+    behavior: Behavior
+    optimisers: dict
+    ensemble: Ensemble | None
 
 
-def _behavior(config, action_dim, discrete) -> Behavior:
-    return Behavior.create(config, action_dim, discrete)
+@functools.lru_cache(maxsize=64)
+def build_modules(config: Config, obs_spec: ObsSpec, action_dim: int, discrete: bool) -> Modules:
+    """The agent's Modules for a static layout, built once per distinct (config, obs_spec, action_dim,
+    discrete) and then shared: `init`, `policy` and `update` (also while being traced) all use it."""
+    wm = WorldModel.create(config, obs_spec, action_dim)
+    ens = Ensemble.create(config, wm.feature_size, action_dim) if config.has_exploration_bonus else None
+    return Modules(wm, Behavior.create(config, action_dim, discrete), _optimisers(config), ens)
 
 
 def _optimisers(config: Config) -> dict:
@@ -96,10 +122,6 @@ def _optimisers(config: Config) -> dict:
     if config.has_exploration_bonus:  # the ensemble is a world-model part: the world model's optimiser settings
         tx["explore"] = make(config.wm_lr, config.wm_eps, config.wm_clip)
     return tx
-
-
-def _ensemble(config: Config, wm: WorldModel, action_dim: int) -> Ensemble | None:
-    return Ensemble.create(config, wm.feature_size, action_dim) if config.has_exploration_bonus else None
 
 
 def _obs_spec(config: Config, obs_space) -> ObsSpec:
@@ -135,10 +157,8 @@ def init(key: jax.Array, config: Config, obs_space, action_space) -> AgentState:
         high = tuple(float(x) for x in np.broadcast_to(np.asarray(action_space.high), action_space.shape))
     else:
         raise ValueError(f"action_space must be gymnax spaces.Box or spaces.Discrete, got {type(action_space).__name__}")
-    wm = _world_model(config, spec, action_dim)
-    beh = _behavior(config, action_dim, discrete)
-    tx = _optimisers(config)
-    ens = _ensemble(config, wm, action_dim)
+    mods = build_modules(config, spec, action_dim, discrete)
+    wm, beh, tx, ens = mods.world_model, mods.behavior, mods.optimisers, mods.ensemble
 
     def fresh(key):
         k_wm, k_beh = jax.random.split(key)
@@ -173,23 +193,6 @@ def initial_carry(agent_state: AgentState, batch_size: int) -> dict:
     return {"state": state, "action": jnp.zeros((batch_size, agent_state.action_dim), jnp.float32)}
 
 
-def action_to_model(agent_state_or_config, action: jax.Array, action_dim: int | None = None) -> jax.Array:
-    """Env actions -> the batch's action format [..., A] float32.
-
-    Continuous: the action itself (as float32). Discrete (int actions [...]): one-hot; the
-    number of actions comes from the AgentState (or pass `action_dim` with a Config).
-    """
-    if isinstance(agent_state_or_config, AgentState):
-        discrete, action_dim = agent_state_or_config.discrete, agent_state_or_config.action_dim
-    else:
-        discrete = jnp.issubdtype(jnp.asarray(action).dtype, jnp.integer)
-        if discrete and action_dim is None:
-            raise ValueError("action_to_model(config, int actions) needs action_dim (the number of actions)")
-    if discrete:
-        return jax.nn.one_hot(action, action_dim, dtype=jnp.float32)
-    return jnp.asarray(action, jnp.float32)
-
-
 def policy(agent_state: AgentState, carry: dict, obs: dict, key: jax.Array, deterministic: bool = False):
     """One acting step for a batch of envs.
 
@@ -217,15 +220,16 @@ def policy(agent_state: AgentState, carry: dict, obs: dict, key: jax.Array, dete
         low = jnp.asarray(agent_state.action_low, jnp.float32)
         high = jnp.asarray(agent_state.action_high, jnp.float32)
         env_action = jnp.clip(model_action, low, high)  # [deviation]: the reference passes unclipped samples
-    return env_action, {"state": post, "action": action_to_model(agent_state, env_action)}
+    taken = action_to_model(env_action, agent_state.action_dim, agent_state.discrete)  # the action in the batch format
+    return env_action, {"state": post, "action": taken}
 
 
 # ------------------------------------------------------------------------------ training
 def _update_length(agent_state: AgentState, batch: dict, key: jax.Array, h_wm, length: int):
     """The whole update on the first `length + 1` entries (static) with horizon h_wm <= length."""
     c = agent_state.config
-    wm, beh = agent_state.world_model, agent_state.behavior
-    tx = _optimisers(c)
+    mods = agent_state.modules
+    wm, beh, tx, ens = mods.world_model, mods.behavior, mods.optimisers, mods.ensemble
     params, opt = agent_state.params, agent_state.opt_state
     batch = jax.tree.map(lambda x: x[:, : length + 1], batch)
     k_wm, k_start, k_actor = jax.random.split(key, 3)
@@ -238,11 +242,9 @@ def _update_length(agent_state: AgentState, batch: dict, key: jax.Array, h_wm, l
 
     B = batch["is_first"].shape[0]
     bonus_fn = None
-    ens = _ensemble(c, wm, agent_state.action_dim)
     if ens is not None:  # the disagreement ensemble, on the replay's posterior transitions
         idx, _ = sample_times(jax.random.fold_in(key, 1), h_wm - 1, B, length - 1, c.recon_subsample)
-        ens_loss = lambda p: ensemble_loss(ens, p, post, batch["action"], batch["is_first"], h_wm, idx,  # noqa: E731
-                                           batch["obs"]["reward"])
+        ens_loss = lambda p: ensemble_loss(ens, p, post, batch["action"], batch["is_first"], h_wm, idx)  # noqa: E731
         (_, extra_metrics), g_ens = jax.value_and_grad(ens_loss, has_aux=True)(params["explore"])
         upd, new_opt["explore"] = tx["explore"].update(g_ens, opt["explore"], params["explore"])
         new_params["explore"] = optax.apply_updates(params["explore"], upd)

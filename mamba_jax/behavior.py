@@ -1,4 +1,4 @@
-"""Actor, critic, imagination, lambda-returns and the return normaliser (spec section 3).
+"""Actor, critic, imagination, lambda-returns and the return normaliser (docs/algorithm.md).
 
 Time convention for an imagined trajectory of states s_0..s_H ([N, H + 1]):
 r_t = reward-head mean at s_t (the reward of the transition into s_t; r_0 is unused and not
@@ -16,6 +16,7 @@ Critic loss = -mean_t<H(w_t * (log p(sg(R_t)) + log p(sg(slow_critic_mean(s_t)))
 from __future__ import annotations
 
 import dataclasses
+import functools
 
 import flax.linen as nn
 import jax
@@ -162,9 +163,10 @@ def actor_loss(actor_params, beh: Behavior, wm: WorldModel, wm_params, critic_pa
     """Imagines H_im steps from `start` (leaves [N, ...], stop-gradient) and returns
     (loss, aux) with aux = (traj, new_norm, metrics); traj holds stop-gradient features
     [N, H+1, F], returns [N, H] and weights [N, H] for the critic.
+    The trajectory is imagined with `wm.img_step` (the world model's imagined step).
     `start_weight` [N] zero-weights padded starts. `bonus_fn` (optional): (features [N, H, F],
     actions [N, H, A]) -> [N, H], a reward added to the world model's for the step s_t, a_t ->
-    s_{t+1} (the exploration bonus of mamba_jax/explore.py).
+    s_{t+1} (e.g. the exploration bonus of mamba_jax/explore.py).
     """
     c = beh.config
     bins = dists.bins(c.bins, c.bin_low, c.bin_high)
@@ -174,9 +176,8 @@ def actor_loss(actor_params, beh: Behavior, wm: WorldModel, wm_params, critic_pa
         a = beh.sample_from(out, k)
         return (sg(a) if beh.discrete else a), out
 
-    img_step = lambda s, a, k, split: wm.img_step(wm_params, s, a, k, split)  # noqa: E731 (dispatches on the config)
-    states, actions, actor_out = imagine(wm.rssm, wm_params["rssm"], start, policy_fn, key, c.imag_horizon,
-                                         with_aux=True, img_step=img_step)
+    states, actions, actor_out = imagine(functools.partial(wm.img_step, wm_params), start, policy_fn, key,
+                                         c.imag_horizon, with_aux=True)
     feat = feature(states)  # [N, H+1, F]
     # The heads see s_0 (a stop-gradient start) apart from s_1..s_H, so that the backward pass
     # computes input gradients for the H states that have them only (not for H + 1).

@@ -1,16 +1,16 @@
-"""The agent's configuration: one frozen dataclass, the presets of the spec, validation.
+"""The agent's configuration: one frozen dataclass, the presets, validation.
 
     from mamba_jax import get_config
     config = get_config("point_robot", batch_size=8)   # a validated, hashable Config
 
 `Config` is frozen and hashable, so it is a static (non-pytree) field of `AgentState`
-and can be a static argument of `jax.jit`. Every hyperparameter of
-`shared/spec/algorithm.md` is a field; the presets are its section-6 table in *real*
-environment steps. `get_config` validates; `Config.validate()` raises a ValueError that
-names the offending field and what is allowed.
+and can be a static argument of `jax.jit`. Every hyperparameter of the algorithm
+(docs/algorithm.md) is a field; the presets give the paper's settings per environment,
+with budgets in *real* environment steps. `get_config` validates; `Config.validate()` raises
+a ValueError that names the offending field and what is allowed.
 
-The world-model horizon schedule (spec section 1.2) and its bucketing live here too,
-because they are pure functions of the config and the env-step count:
+The world-model horizon schedule and its bucketing live here too, because they are pure
+functions of the config and the env-step count:
 
     H_wm(steps) = min(ceil(H0 + steps * (T - H0) / R), T)
 
@@ -28,14 +28,12 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:  # annotations only: importing the config must not start JAX (see hugepages.py)
     import jax.numpy as jnp
 
-EXPL_TARGETS = ("latent", "reward")  # what the exploration ensemble predicts (Config.expl_target)
-
 
 @dataclasses.dataclass(frozen=True)
 class Config:
     """Every hyperparameter of the agent and of its training protocol.
 
-    Sizes follow DreamerV3 as used by MAMBA's reference configs (spec section 3).
+    Sizes follow DreamerV3 as used by MAMBA's reference configs.
     `-1` for `recon_subsample` / `imag_starts_per_seq` means "every step".
     """
 
@@ -45,7 +43,7 @@ class Config:
     mamba: bool = True  # False: plain DreamerV3 (windows, no schedule, no reward/time inputs)
     num_episodes: int = 3  # N
     episode_length: int = 100  # L
-    # --- protocol (spec sections 4-5) ---
+    # --- training and evaluation protocol ---
     env_steps: int = 1_000_000  # budget, real env transitions
     train_ratio: float = 0.01  # updates per collected meta-episode step: U = ratio * steps / N
     batch_size: int = 16  # B (meta-episodes, or windows for the baseline)
@@ -56,14 +54,14 @@ class Config:
     eval_every: int = 50_000  # env steps
     final_eval_tasks: int = 1000
     window_length: int = 64  # baseline only: entries per training window
-    # --- world-model horizon schedule (spec 1.2) ---
+    # --- world-model horizon schedule ---
     initial_wm_horizon: int = 300  # H0
     wm_horizon_ramp_steps: int = 0  # R (env steps); required > 0 when H0 < T
     horizon_buckets: int = 4  # static lengths compiled when H0 < T
-    # --- sub-sampling (spec 2) ---
+    # --- sub-sampling ---
     recon_subsample: int = 64
     imag_starts_per_seq: int = 512
-    # --- network sizes (spec 3) ---
+    # --- network sizes ---
     units: int = 512  # encoder / decoder MLP width
     enc_layers: int = 4  # encoder and decoder MLP depth
     cnn_depth: int = 32  # first conv channels (32/64/128/256)
@@ -80,10 +78,6 @@ class Config:
     layer_norm_eps: float = 1e-3
     # --- world-model loss ---
     free_bits: float = 1.0
-    # optional (not in the paper; docs/learning_checks.md tenth round): the dynamics loss's own floor,
-    # -1 = free_bits. Below the floor the prior gets no gradient, so it keeps (for free) a probability
-    # of events the posterior rules out, e.g. a reward appearing while the robot stands still.
-    dyn_free_bits: float = -1.0
     kl_dyn_scale: float = 0.5
     kl_rep_scale: float = 0.1
     dec_scale: float = 1.0
@@ -103,22 +97,12 @@ class Config:
     retnorm_high: float = 95.0  # percentile
     retnorm_max_inv: float = 1.0  # scale = max(p_high - p_low, this)
     # --- optional exploration bonus (not in the paper; mamba_jax/explore.py) ---
-    # imagined reward += expl_scale * ensemble disagreement; 0 = off, > 0 a bonus (optimism where the model is
-    # unsure), < 0 a penalty (pessimism there, as in MOPO; eleventh round)
+    # imagined reward += expl_scale * disagreement of an ensemble predicting the next latent (Plan2Explore);
+    # 0 = off (no ensemble at all)
     expl_scale: float = 0.0
     expl_members: int = 8  # ensemble size
-    # what the members predict from (s_t, a_t): "latent" = the posterior's next latent (Plan2Explore), or
-    # "reward" = the next reward r_{t+1} (their disagreement: the model's uncertainty about the reward there)
-    expl_target: str = "latent"
-    # --- optional predictive reward head (not in the paper; docs/agent.md, docs/learning_checks.md eighth and ninth rounds) ---
+    # --- optional predictive reward head (not in the paper; docs/agent.md) ---
     reward_from_deter: bool = False  # reward head reads the deterministic state h_t only (E[r_t | history])
-    # imagined z_t from the posterior of an imagined observation whose reward is sampled from the reward
-    # head (WorldModel.grounded_img_step; not in the paper; needs reward_from_deter and mamba; tenth round)
-    grounded_imagination: bool = False
-    # imagined z_t = the prior's mode instead of a sample (straight-through), so that no discovery is drawn
-    # from the prior's latents; the reward of a step is then E[r_t | history] from the h-only reward head
-    # (RSSM.img_step with mode=True; not in the paper; needs reward_from_deter; eleventh round)
-    imag_latent_mode: bool = False
     # --- optimisers ---
     wm_lr: float = 1e-4
     wm_eps: float = 1e-8
@@ -141,14 +125,9 @@ class Config:
         return self.mamba and self.initial_wm_horizon < self.meta_length
 
     @property
-    def dyn_free_floor(self) -> float:
-        """The floor of the dynamics (prior) KL loss: dyn_free_bits, or free_bits where it is -1."""
-        return self.free_bits if self.dyn_free_bits == -1 else self.dyn_free_bits
-
-    @property
     def has_exploration_bonus(self) -> bool:
-        """The optional ensemble-disagreement bonus or penalty (mamba_jax/explore.py) is on."""
-        return self.expl_scale != 0
+        """The optional ensemble-disagreement bonus (mamba_jax/explore.py) is on."""
+        return self.expl_scale > 0
 
     def replace(self, **overrides) -> "Config":
         """A copy with fields changed (not validated; call `.validate()` or use get_config)."""
@@ -189,11 +168,9 @@ class Config:
             if not v >= 0:
                 raise ValueError(f"Config.{f}={v!r}: allowed: a number >= 0")
         if isinstance(self.expl_scale, bool) or not (isinstance(self.expl_scale, (int, float))
-                                                     and math.isfinite(self.expl_scale)):
-            raise ValueError(f"Config.expl_scale={self.expl_scale!r}: allowed: a finite number (0: off, > 0: a bonus, "
-                             "< 0: a penalty)")
-        if not (self.dyn_free_bits == -1 or self.dyn_free_bits >= 0):
-            raise ValueError(f"Config.dyn_free_bits={self.dyn_free_bits!r}: allowed: a number >= 0, or -1 for free_bits")
+                                                     and math.isfinite(self.expl_scale) and self.expl_scale >= 0):
+            raise ValueError(f"Config.expl_scale={self.expl_scale!r}: allowed: a finite number >= 0 (0: off, > 0: the "
+                             "weight of the exploration bonus)")
         for f in ("gamma", "slow_critic_rate", "retnorm_rate"):
             v = getattr(self, f)
             if not 0 < v <= 1:
@@ -246,28 +223,9 @@ class Config:
                 f"Config.replay_capacity={self.replay_capacity} < num_envs={self.num_envs}: one "
                 "collection round would not fit; allowed: replay_capacity >= num_envs"
             )
-        if self.expl_target not in EXPL_TARGETS:
-            raise ValueError(f"Config.expl_target={self.expl_target!r}: allowed: {', '.join(EXPL_TARGETS)}")
-        for f in ("mamba", "reward_from_deter", "grounded_imagination", "imag_latent_mode"):
+        for f in ("mamba", "reward_from_deter"):
             if not isinstance(getattr(self, f), bool):
                 raise ValueError(f"Config.{f}={getattr(self, f)!r}: allowed: True or False")
-        if self.grounded_imagination and not (self.reward_from_deter and self.mamba):
-            raise ValueError(
-                "Config.grounded_imagination=True samples the imagined reward from a reward head that reads h_t "
-                "alone and feeds it to the encoder as the observed last reward; allowed: with reward_from_deter=True "
-                f"and mamba=True (got reward_from_deter={self.reward_from_deter}, mamba={self.mamba})"
-            )
-        if self.imag_latent_mode and not self.reward_from_deter:
-            raise ValueError(
-                "Config.imag_latent_mode=True imagines with the prior's mode, whose latents never hold a discovery, "
-                "so the imagined reward must come from a reward head that reads h_t alone; allowed: with "
-                "reward_from_deter=True"
-            )
-        if self.imag_latent_mode and self.grounded_imagination:
-            raise ValueError(
-                "Config.imag_latent_mode=True and grounded_imagination=True are two different imagined steps; "
-                "allowed: at most one of them"
-            )
         _check_env_name(self.env)
         return self
 
@@ -319,7 +277,7 @@ _SMALL_LR = (1e-4, 3e-5, 3e-5)
 _LARGE_LR = (2e-4, 6e-5, 6e-5)
 
 PRESETS: dict[str, Config] = {
-    # The spec's section-6 table (real env steps).
+    # The paper's settings per environment (real env steps).
     "point_robot": _preset("point_robot", "point_robot", 3, 100, 1e6, 0.01, 2, 300, 0, 4, _SMALL_LR),
     "point_robot_wind": _preset("point_robot_wind", "point_robot_wind", 3, 100, 1e6, 0.2, 10, 300, 0, 4, _SMALL_LR),
     "escape_room": _preset("escape_room", "escape_room", 2, 60, 2e6, 0.2, 10, 120, 0, 4, _SMALL_LR),

@@ -1,4 +1,4 @@
-"""Distributions and transforms used by DreamerV3 / MAMBA (spec section 3).
+"""Distributions and transforms used by DreamerV3 / MAMBA.
 
 Pure functions over arrays; shapes are given as [..., K] with `...` any batch shape.
 
@@ -101,14 +101,6 @@ def onehot_sample_st(key: jax.Array, logits: jax.Array) -> jax.Array:
     return onehot_sample(key, logits) + probs - jax.lax.stop_gradient(probs)
 
 
-def onehot_mode_st(logits: jax.Array) -> jax.Array:
-    """[..., K] -> [..., K] one-hot of the first maximum, with straight-through gradient (mode + p - sg(p)).
-
-    Max / compare / min instead of argmax, as in `onehot_sample`."""
-    probs = jax.nn.softmax(logits, -1)
-    return _onehot_first_max(logits) + probs - jax.lax.stop_gradient(probs)
-
-
 def onehot_mode(logits: jax.Array) -> jax.Array:
     """[..., K] -> [..., K] one-hot of the argmax."""
     return jax.nn.one_hot(jnp.argmax(logits, -1), logits.shape[-1], dtype=jnp.float32)
@@ -136,7 +128,7 @@ def categorical_log_prob(logits: jax.Array, onehot: jax.Array) -> jax.Array:
 def actor_normal(mu: jax.Array, rho: jax.Array, min_std: float = 0.1, max_std: float = 1.0) -> distrax.Distribution:
     """Independent Normal(tanh(mu), std) over the last axis, std = (max-min)*sigmoid(rho+2)+min.
 
-    With the defaults std = 0.9 * sigmoid(rho + 2) + 0.1 (spec section 3).
+    With the defaults std = 0.9 * sigmoid(rho + 2) + 0.1.
     """
     std = (max_std - min_std) * jax.nn.sigmoid(rho + 2.0) + min_std
     return distrax.Independent(distrax.Normal(jnp.tanh(mu), std), 1)

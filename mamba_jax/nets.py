@@ -1,7 +1,7 @@
 """Networks (flax linen): MLP, CNN encoder/decoder, observation encoder/decoder, heads.
 
 Every hidden layer is Linear (no bias) -> LayerNorm (eps 1e-3) -> SiLU with
-truncated-normal fan-avg initialisation (spec section 3). Output layers of the reward and
+truncated-normal fan-avg initialisation (as in DreamerV3). Output layers of the reward and
 value heads are zero-initialised (`zero_init=True`), so they start predicting exactly 0.
 
 Observations are dicts. `ObsSpec` (a hashable tuple of (key, shape, is_image)) says which

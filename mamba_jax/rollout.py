@@ -39,13 +39,18 @@ def action_dim(action_space) -> int:
     raise ValueError(f"action space must be gymnax spaces.Box or spaces.Discrete, got {action_space!r}")
 
 
-def action_to_model(action_space, action: jax.Array) -> jax.Array:
-    """Env actions -> model format [..., A] float32 (one-hot for Discrete, identity for Box)."""
-    if isinstance(action_space, spaces.Discrete):
-        return jax.nn.one_hot(action, action_space.n, dtype=jnp.float32)
+def action_to_model(action: jax.Array, action_dim: int, discrete: bool) -> jax.Array:
+    """Env actions -> the batch's action format [..., A] float32 (A = action_dim).
+
+    Discrete: int actions [...] -> one-hot [..., A]. Continuous: actions [..., A] as float32.
+    The agent's policy calls it with `agent_state.action_dim, agent_state.discrete`; for a gymnax
+    space, `action_dim(space), isinstance(space, spaces.Discrete)`.
+    """
+    if discrete:
+        return jax.nn.one_hot(action, action_dim, dtype=jnp.float32)
     action = jnp.asarray(action, jnp.float32)
-    if not action_space.shape:
-        action = action[..., None]
+    if action.shape[-1:] != (action_dim,):
+        raise ValueError(f"continuous actions must have shape [..., {action_dim}]; got {action.shape}")
     return action
 
 
@@ -90,6 +95,7 @@ def rollout(
     total = env_params.num_episodes * env_params.episode_length
     space = env.action_space(env_params)
     size = action_dim(space)
+    discrete = isinstance(space, spaces.Discrete)
     vstep = jax.vmap(env.step_env, in_axes=(0, 0, 0, None))
 
     obs0, state0 = jax.vmap(env.reset, in_axes=(0, None))(reset_keys, env_params)
@@ -115,7 +121,8 @@ def rollout(
         returns = returns + reward[:, None] * jax.nn.one_hot(info["reward_episode_index"], num_episodes)
         out = {"alive": alive}
         if record:
-            model_action = action_to_model(space, action) * alive[:, None]
+            flat = action if discrete else action.reshape(num_envs, size)  # a scalar or matrix Box: a vector
+            model_action = action_to_model(flat, size, discrete) * alive[:, None]
             padding = jnp.logical_not(alive)
             out.update(obs=nobs, action=model_action, is_first=padding, is_terminal=terminated)
         carry = (nobs, nstate, pcarry, jnp.logical_and(alive, jnp.logical_not(ended)), jnp.zeros_like(first), returns)

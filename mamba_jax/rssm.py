@@ -1,4 +1,4 @@
-"""The recurrent state-space model (spec section 3): a LayerNorm GRU plus categorical latents.
+"""The recurrent state-space model: a LayerNorm GRU plus categorical latents (DreamerV3's RSSM).
 
 A latent state is a dict of arrays with batch shape [...]:
 
@@ -11,7 +11,7 @@ The module (`RSSM`) holds the layers and single steps; `observe` / `imagine` sca
 time as pure functions of the params:
 
     post, prior = observe(rssm, params, embed [B,T,E], action [B,T,A], is_first [B,T], key)
-    states      = imagine(rssm, params, start, policy_fn, key, horizon)
+    states, actions = imagine(prior_step(rssm, params), start, policy_fn, key, horizon)
 
 Convention (DreamerV3): entry t holds o_t and the previous action a_{t-1}; the posterior at t
 is computed from (state_{t-1}, a_{t-1}, o_t). Where `is_first[t]`, the previous state and
@@ -108,17 +108,14 @@ class RSSM(nn.Module):
         logits = self._prior_logits(deter)
         return {"deter": deter, "stoch": dists.onehot_mode(logits), "logits": logits}
 
-    def img_step(self, state: dict, action: jax.Array, key: jax.Array, split_gru: bool = False,
-                 mode: bool = False) -> dict:
-        """Prior step: (state [...], action [..., A]) -> next state sampled from the prior, or (static
-        `mode`; Config.imag_latent_mode, not in the paper) with the prior's mode (straight-through) as
-        the next stochastic state; `key` is then unused.
+    def img_step(self, state: dict, action: jax.Array, key: jax.Array, split_gru: bool = False) -> dict:
+        """Prior step: (state [...], action [..., A]) -> next state [...], its stochastic part sampled
+        from the prior (straight-through).
 
         `split_gru`: see `_gru` (same value; for a `state` that carries no gradient)."""
         deter = self._deter_step(state, action, split=split_gru)
         logits = self._prior_logits(deter)
-        stoch = dists.onehot_mode_st(logits) if mode else dists.onehot_sample_st(key, logits)
-        return {"deter": deter, "stoch": stoch, "logits": logits}
+        return {"deter": deter, "stoch": dists.onehot_sample_st(key, logits), "logits": logits}
 
     def embed_proj(self, embed: jax.Array) -> jax.Array:
         """The embedding's share of the posterior layer: [..., E] -> [..., hidden].
@@ -129,12 +126,6 @@ class RSSM(nn.Module):
         if self.is_initializing():
             self.obs_out(jnp.zeros(embed.shape[:-1] + (self.deter + embed.shape[-1],)))
         return embed @ self.obs_out.variables["params"]["kernel"][self.deter :]
-
-    def post_from_deter(self, deter: jax.Array, embed_proj: jax.Array, key: jax.Array) -> dict:
-        """The posterior state at deterministic states deter [..., D] given embed_proj(embed) [..., hidden]
-        (the second half of `post_step`, for an observation imagined at `deter`)."""
-        logits = self._post_logits(deter, embed_proj)
-        return {"deter": deter, "stoch": dists.onehot_sample_st(key, logits), "logits": logits}
 
     def prior_logits(self, deter: jax.Array) -> jax.Array:
         """Unimix'ed prior logits [..., S, C] at deterministic states [..., D]."""
@@ -221,11 +212,21 @@ def observe(rssm: RSSM, params, embed, action, is_first, key, state=None, gru_gh
     return post, prior
 
 
-def imagine(rssm: RSSM, params, start: dict, policy_fn, key, horizon: int, with_aux: bool = False, img_step=None):
-    """Rolls the prior forward from `start` (batch [N]) for `horizon` steps.
+def prior_step(rssm: RSSM, params):
+    """`RSSM.img_step` with its params bound: (state, action, key, split_gru=False) -> next state."""
 
-    `img_step(state, action, key, split_gru) -> state` (optional) replaces the prior step
-    `RSSM.img_step` (e.g. `WorldModel.grounded_img_step`).
+    def step(state, action, key, split_gru=False):
+        return rssm.apply(params, state, action, key, split_gru, method=RSSM.img_step)
+
+    return step
+
+
+def imagine(img_step, start: dict, policy_fn, key, horizon: int, with_aux: bool = False):
+    """Rolls a model forward from `start` (batch [N]) for `horizon` steps.
+
+    `img_step(state, action, key, split_gru) -> next state` is the model's imagined step: the
+    RSSM's prior step (`prior_step(rssm, params)`, or `WorldModel.img_step` with its params bound).
+    `split_gru` is True for the first step only (see below).
 
     `policy_fn(state, key) -> action [N, A]` picks a_t from s_t. Returns (states, actions):
     states with leaves [N, horizon + 1, ...] (s_0 = start, ..., s_H) and actions [N, horizon, A]
@@ -239,10 +240,7 @@ def imagine(rssm: RSSM, params, start: dict, policy_fn, key, horizon: int, with_
         ka, ks = jax.random.split(k)
         out = policy_fn(state, ka)
         action, aux = out if with_aux else (out, ())
-        if img_step is None:
-            nxt = rssm.apply(params, state, action, ks, split_gru, method=RSSM.img_step)
-        else:
-            nxt = img_step(state, action, ks, split_gru)
+        nxt = img_step(state, action, ks, split_gru)
         return nxt, (nxt, action, aux)
 
     # The first step runs outside the scan with the GRU kernel split: the start is a constant

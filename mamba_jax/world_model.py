@@ -1,4 +1,4 @@
-"""The world model and its loss (spec sections 1-3).
+"""The world model and its loss (docs/algorithm.md).
 
 `WorldModel` bundles the flax modules (encoder, RSSM, decoder, reward and continue heads);
 its params are a plain dict {"encoder", "rssm", "decoder", "reward", "cont"}.
@@ -26,6 +26,7 @@ from mamba_jax import dists
 from mamba_jax.config import Config
 from mamba_jax.nets import Decoder, Encoder, Head, ObsSpec, decoder_loss
 from mamba_jax.rssm import RSSM, feature, observe
+from mamba_jax.sequence import gather_time, sample_times
 
 sg = jax.lax.stop_gradient
 
@@ -42,14 +43,12 @@ class WorldModel:
     spec: ObsSpec
     action_dim: int
     reward_from_deter: bool = False  # the reward head reads h_t only (Config.reward_from_deter)
-    grounded_imagination: bool = False  # imagined z_t from the posterior (Config.grounded_imagination)
-    imag_latent_mode: bool = False  # imagined z_t = the prior's mode (Config.imag_latent_mode)
     bins: tuple = (255, -20.0, 20.0)  # the reward head's two-hot bins (number, low, high)
 
     @classmethod
     def create(cls, config: Config, spec: ObsSpec, action_dim: int) -> "WorldModel":
         c, eps = config, config.layer_norm_eps
-        model = cls(
+        return cls(
             encoder=Encoder(spec, c.enc_layers, c.units, c.cnn_depth, eps),
             rssm=RSSM(c.deter, c.hidden, c.stoch, c.classes, c.unimix, eps),
             decoder=Decoder(spec, c.enc_layers, c.units, c.cnn_depth, eps),
@@ -58,23 +57,8 @@ class WorldModel:
             spec=spec,
             action_dim=action_dim,
             reward_from_deter=c.reward_from_deter,
-            grounded_imagination=c.grounded_imagination,
-            imag_latent_mode=c.imag_latent_mode,
             bins=(c.bins, c.bin_low, c.bin_high),
         )
-        if c.grounded_imagination:
-            model._check_grounded()
-        return model
-
-    def _check_grounded(self) -> None:
-        keys = [k for k, _, _ in self.spec]
-        if "reward" not in keys:
-            raise ValueError("Config.grounded_imagination=True: the observation has no 'reward' key to imagine "
-                             f"(it has {keys}; the DreamerV3 baseline drops it); allowed: mamba=True")
-        images = [k for k, _, img in self.spec if img]
-        if images:
-            raise ValueError(f"Config.grounded_imagination=True: image observations ({images}) are not supported; "
-                             "allowed: vector observations")
 
     @property
     def feature_size(self) -> int:
@@ -114,66 +98,21 @@ class WorldModel:
         return dists.twohot_mean(self.reward_logits(params, feat), bins)
 
     def img_step(self, params, state: dict, action, key, split_gru: bool = False) -> dict:
-        """One imagined step s_t, a_t -> s_{t+1}: the RSSM's prior step, or (with
-        `grounded_imagination`) `grounded_img_step`; with `imag_latent_mode` the prior step takes the
-        prior's mode as z_{t+1}."""
-        if self.grounded_imagination:
-            return self.grounded_img_step(params, state, action, key, split_gru)
-        return self.rssm.apply(params["rssm"], state, action, key, split_gru, self.imag_latent_mode,
-                               method=RSSM.img_step)
-
-    def grounded_img_step(self, params, state: dict, action, key, split_gru: bool = False) -> dict:
-        """An imagined step whose stochastic state comes from the posterior of an imagined observation
-        (Config.grounded_imagination; not in the paper).
-
-        h' = GRU(s, a) as in the prior step; the observation o' is the decoder's mean at (h', z ~ prior(h')),
-        except its "reward" entry, which is a sample of the reward head's two-hot distribution at h' (the
-        head reads h' alone: `reward_from_deter`); z' ~ posterior(h', o'). A discovery (a reward) then
-        enters the imagined belief at the rate the reward head predicts from the history, as a real one
-        enters it through the posterior, instead of at the rate of the prior's latents (which free bits
-        leave unpenalised below 1 nat). Returns a state dict [...]: "deter", "stoch", "logits" (posterior).
-        """
-        k_prior, k_reward, k_post = jax.random.split(key, 3)
-        prior = self.rssm.apply(params["rssm"], state, action, k_prior, split_gru, method=RSSM.img_step)
-        feat = feature(prior)
-        pred = self.decoder.apply(params["decoder"], feat)
-        obs = {k: dists.symexp(pred[k]) for k, _, _ in self.spec}  # vector keys: predicted in symlog space
-        bins = dists.bins(*self.bins)
-        index = jax.random.categorical(k_reward, self.reward_logits(params, feat))
-        obs["reward"] = dists.symexp(bins[index]).reshape(obs["reward"].shape)
-        proj = self.rssm.apply(params["rssm"], self.embed(params, obs), method=RSSM.embed_proj)
-        return self.rssm.apply(params["rssm"], prior["deter"], proj, k_post, method=RSSM.post_from_deter)
+        """One imagined step s_t, a_t -> s_{t+1} (state leaves [...], action [..., A]): the RSSM's prior
+        step. Imagination (`behavior.actor_loss`) steps the model through this method only."""
+        return self.rssm.apply(params["rssm"], state, action, key, split_gru, method=RSSM.img_step)
 
     def cont_prob(self, params, feat):
         return dists.bernoulli_mean(self.cont.apply(params["cont"], feat)[..., 0])
 
 
-def gather_time(tree, idx):
-    """Leaves [B, S, ...] and idx [B, K] int -> leaves [B, K, ...]."""
-    rows = jnp.arange(idx.shape[0])[:, None]
-    return jax.tree.map(lambda x: x[rows, idx], tree)
-
-
-def sample_times(key, h_wm, batch: int, length: int, count: int):
-    """Time indices [B, K] and weights [B, K] for sub-sampled losses / imagination starts.
-
-    count > 0: uniform with replacement from [0, h_wm] (weights 1). count == -1: every entry
-    0..length (K = length + 1), weighted 1 where t <= h_wm and 0 beyond.
-    """
-    if count == -1:
-        idx = jnp.broadcast_to(jnp.arange(length + 1), (batch, length + 1))
-        return idx, (idx <= h_wm).astype(jnp.float32)
-    idx = jax.random.randint(key, (batch, count), 0, h_wm + 1)
-    return idx, jnp.ones((batch, count), jnp.float32)
-
-
-def kl_losses(post_logits, prior_logits, free_bits: float, dyn_free_bits: float | None = None):
-    """[..., S, C] logits -> (dyn [...], rep [...], kl [...]): KL summed over latents, clipped below at
-    free_bits (dyn at `dyn_free_bits` where given: Config.dyn_free_bits)."""
+def kl_losses(post_logits, prior_logits, free_bits: float):
+    """[..., S, C] logits -> (dyn [...], rep [...], kl [...]): dyn = KL(sg(post) || prior) and
+    rep = KL(post || sg(prior)), each summed over latents and clipped below at free_bits; kl is the
+    unclipped KL (stop-gradient)."""
     dyn = dists.categorical_kl(sg(post_logits), prior_logits).sum(-1)
     rep = dists.categorical_kl(post_logits, sg(prior_logits)).sum(-1)
-    dyn_floor = free_bits if dyn_free_bits is None else dyn_free_bits
-    return jnp.maximum(dyn, dyn_floor), jnp.maximum(rep, free_bits), sg(rep)
+    return jnp.maximum(dyn, free_bits), jnp.maximum(rep, free_bits), sg(rep)
 
 
 def _masked_mean(x, w):
@@ -196,7 +135,7 @@ def wm_loss(wm: WorldModel, params, batch: dict, key, h_wm, config: Config, gru_
     gru_input = post.pop("gru_input", None)
 
     mask = (jnp.arange(S)[None, :] <= h_wm).astype(jnp.float32) * jnp.ones((B, 1))
-    dyn, rep, kl = kl_losses(post["logits"], prior["logits"], config.free_bits, config.dyn_free_floor)
+    dyn, rep, kl = kl_losses(post["logits"], prior["logits"], config.free_bits)
     dyn_loss, rep_loss = _masked_mean(dyn, mask), _masked_mean(rep, mask)
 
     idx, weight = sample_times(k_rec, h_wm, B, S - 1, config.recon_subsample)

@@ -1,5 +1,6 @@
-"""Shared test set-up: JAX's persistent compilation cache, so repeated runs compile once, and a
-fast-compiling XLA:CPU backend.
+"""Shared test set-up: JAX's persistent compilation cache, so repeated runs compile once, a
+fast-compiling XLA:CPU backend, and fixtures for point-robot data (`collect_point_robot`: random
+meta-episodes in the batch format; `point_robot_spaces`: the debug preset's env spaces).
 
 The tests run tiny networks, so their time is almost all XLA compilation; LLVM's optimisation
 level 0 (`--xla_backend_optimization_level=0`) cuts that by about a third (one update-sized test:
@@ -22,3 +23,50 @@ _CACHE = os.environ.get("MAMBA_JAX_CACHE", str(pathlib.Path(__file__).resolve().
 jax.config.update("jax_compilation_cache_dir", _CACHE)
 jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
 jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+
+import jax.numpy as jnp  # noqa: E402
+import pytest  # noqa: E402
+
+import envs  # noqa: E402
+
+
+def point_robot_meta_episodes(key, batch: int, num_episodes: int = 2, episode_length: int = 10) -> dict:
+    """[batch] meta-episodes of the point robot with uniform random actions, in the batch format of
+    docs/api.md: leaves [batch, S, ...] with S = num_episodes * episode_length + 1."""
+    env, params = envs.make("point_robot", num_episodes=num_episodes, episode_length=episode_length)
+    steps = num_episodes * episode_length
+
+    def one(k):
+        k_reset, k_run = jax.random.split(k)
+        obs0, state0 = env.reset(k_reset, params)
+
+        def step(state, kk):
+            k_act, k_env = jax.random.split(kk)
+            action = jax.random.uniform(k_act, (2,), minval=-1.0, maxval=1.0)
+            obs, state, _, terminated, _ = env.step_env(k_env, state, action, params)
+            return state, (obs, action, terminated)
+
+        _, (obs, action, term) = jax.lax.scan(step, state0, jax.random.split(k_run, steps))
+        cat = lambda a, b: jnp.concatenate([a[None], b], 0)  # noqa: E731
+        return {
+            "obs": jax.tree.map(cat, obs0, obs),
+            "action": cat(jnp.zeros((2,)), action),
+            "is_first": jnp.arange(steps + 1) == 0,
+            "is_terminal": cat(jnp.array(False), term),
+        }
+
+    return jax.jit(jax.vmap(one))(jax.random.split(key, batch))
+
+
+@pytest.fixture(scope="session")
+def collect_point_robot():
+    """`point_robot_meta_episodes`: (key, batch, num_episodes=2, episode_length=10) -> a batch."""
+    return point_robot_meta_episodes
+
+
+@pytest.fixture(scope="session")
+def point_robot_spaces():
+    """(observation space, action space) of the point robot's meta-episode env with N = 2, L = 10
+    (the `debug` preset's)."""
+    env, params = envs.make("point_robot", num_episodes=2, episode_length=10)
+    return env.observation_space(params), env.action_space(params)

@@ -1,26 +1,38 @@
 """behavior.actor_loss (which reuses the actor outputs of the imagination and skips the unused
-reward r_0) equals the loss written out plainly from the spec's formulas, value and gradient."""
+reward r_0) equals the loss written out plainly from the formulas of docs/algorithm.md, value and
+gradient; and it imagines through the world model's own `img_step`."""
+
+import dataclasses
+import functools
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 import mamba_jax as mj
-from experiments.bench_update import spaces_for
 from mamba_jax import behavior as B
 from mamba_jax import dists
-from mamba_jax.rssm import feature, imagine, initial_state
+from mamba_jax.rssm import feature, imagine, initial_state, prior_step
+from mamba_jax.world_model import WorldModel
 
 sg = jax.lax.stop_gradient
 
 
-def test_actor_loss_equals_the_plain_formula():
+@pytest.fixture(scope="module")
+def debug_agent(point_robot_spaces):
+    """The debug preset's agent and 12 imagination starts (the initial state with noise on deter)."""
     c = mj.get_config("debug")
-    st = mj.init(jax.random.PRNGKey(0), c, *spaces_for(c))
-    beh, wm, p = st.behavior, st.world_model, st.params
-    n = 12
-    start = initial_state(wm.rssm, p["wm"]["rssm"], (n,))
+    st = mj.init(jax.random.PRNGKey(0), c, *point_robot_spaces)
+    start = initial_state(st.world_model.rssm, st.params["wm"]["rssm"], (12,))
     start["deter"] = start["deter"] + jax.random.normal(jax.random.PRNGKey(5), start["deter"].shape)
+    return c, st, start
+
+
+def test_actor_loss_equals_the_plain_formula(debug_agent):
+    c, st, start = debug_agent
+    beh, wm, p = st.behavior, st.world_model, st.params
+    n = start["deter"].shape[0]
     bins = dists.bins(c.bins, c.bin_low, c.bin_high)
     H = c.imag_horizon
 
@@ -28,7 +40,7 @@ def test_actor_loss_equals_the_plain_formula():
         def policy_fn(state, k):
             return beh.sample(actor_params, sg(feature(state)), k)
 
-        states, actions = imagine(wm.rssm, p["wm"]["rssm"], start, policy_fn, key, H)
+        states, actions = imagine(prior_step(wm.rssm, p["wm"]["rssm"]), start, policy_fn, key, H)
         feat = feature(states)
         rewards = wm.reward_mean(p["wm"], feat, bins)  # all of r_0..r_H
         disc = c.gamma * wm.cont_prob(p["wm"], feat)
@@ -53,3 +65,39 @@ def test_actor_loss_equals_the_plain_formula():
     assert scale > 0
     for a, b in zip(jax.tree.leaves(g_got), jax.tree.leaves(g_want)):
         np.testing.assert_allclose(a, b, atol=1e-5 * scale)
+
+
+@dataclasses.dataclass(frozen=True)
+class _ShiftedWorldModel(WorldModel):
+    """A world model whose imagined step adds 0.5 to the RSSM prior step's deterministic state."""
+
+    def img_step(self, params, state, action, key, split_gru=False):
+        nxt = super().img_step(params, state, action, key, split_gru)
+        return {**nxt, "deter": nxt["deter"] + 0.5}
+
+
+def test_actor_loss_imagines_with_the_world_models_img_step(debug_agent):
+    """The imagined trajectory is that of `wm.img_step`, whatever that step is: with a world model whose
+    step shifts deter, the trajectory's features equal a plain `imagine` with that shifted step."""
+    c, st, start = debug_agent
+    beh, p = st.behavior, st.params
+    shifted = _ShiftedWorldModel(**{f.name: getattr(st.world_model, f.name) for f in dataclasses.fields(WorldModel)})
+    key = jax.random.PRNGKey(9)
+
+    # params are jit arguments, never closed-over constants (see docs/agent.md: an XLA CPU miscompile)
+    @functools.partial(jax.jit, static_argnums=0)
+    def trajectory(wm, p, start):
+        _, (traj, _, _) = B.actor_loss(p["actor"], beh, wm, p["wm"], p["critic"], start, jnp.ones(12), st.retnorm, key)
+        return traj["feat"]
+
+    @jax.jit
+    def plain(p, start):
+        policy_fn = lambda s, k: beh.sample(p["actor"], feature(s), k)  # noqa: E731
+        states, _ = imagine(functools.partial(shifted.img_step, p["wm"]), start, policy_fn, key, c.imag_horizon)
+        return feature(states)
+
+    got = trajectory(shifted, p, start)
+    np.testing.assert_allclose(got, plain(p, start), rtol=1e-5, atol=1e-5)
+    # the first step: same start and action, so deter differs by the shift exactly
+    unshifted = trajectory(st.world_model, p, start)
+    np.testing.assert_allclose(got[:, 1, -c.deter:] - unshifted[:, 1, -c.deter:], 0.5, atol=1e-5)

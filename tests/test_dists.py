@@ -81,16 +81,6 @@ def test_onehot_sample_takes_the_first_maximum_on_ties(monkeypatch):
     np.testing.assert_array_equal(sample, [[0, 1, 0, 0], [1, 0, 0, 0]])  # as argmax
 
 
-def test_onehot_mode_st_is_the_first_argmax_with_the_probabilities_gradient():
-    logits = jnp.array([[1.0, 3.0, 3.0, 0.0], [2.0, 2.0, 2.0, 2.0], [0.5, -1.0, 4.0, 1.0]])
-    expected = [[0, 1, 0, 0], [1, 0, 0, 0], [0, 0, 1, 0]]  # the first maximum on ties, as argmax
-    np.testing.assert_allclose(dists.onehot_mode_st(logits), expected, atol=1e-6)  # one-hot + p - sg(p)
-    np.testing.assert_allclose(jax.jit(dists.onehot_mode_st)(logits), dists.onehot_mode(logits), atol=1e-6)
-    g = jax.grad(lambda l: jnp.sum(dists.onehot_mode_st(l) * jnp.arange(4.0)))(logits)
-    g_probs = jax.grad(lambda l: jnp.sum(jax.nn.softmax(l, -1) * jnp.arange(4.0)))(logits)
-    np.testing.assert_allclose(g, g_probs, rtol=1e-6)
-
-
 def test_categorical_kl_by_hand():
     p = jnp.log(jnp.array([0.5, 0.5]))
     q = jnp.log(jnp.array([0.25, 0.75]))

@@ -27,7 +27,6 @@ from mamba_jax import dists
 from mamba_jax.behavior import actor_loss
 from mamba_jax.rssm import RSSM, feature
 from mamba_jax.world_model import kl_losses
-from test_world_model import collect_point_robot
 
 
 @pytest.fixture(scope="module")
@@ -100,7 +99,7 @@ def test_actor_gradient_climbs_the_imagined_reward(debug_state):
     assert np.abs(best[0] - best[1]).max() > 0.5  # flipping the reward's sign moves the optimum
 
 
-def test_update_applies_each_optimiser_and_the_slow_critic_ema(debug_state):
+def test_update_applies_each_optimiser_and_the_slow_critic_ema(debug_state, collect_point_robot):
     config, _, _, state = debug_state
     batch = collect_point_robot(jax.random.PRNGKey(1), config.batch_size)
     new, _ = jax.jit(mj.update)(state, batch, jax.random.PRNGKey(2))

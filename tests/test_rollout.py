@@ -4,6 +4,7 @@ whose rewards and terminations are known exactly, and on the real point robot.""
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 from flax import struct
 from gymnax.environments import spaces
 
@@ -59,6 +60,16 @@ class CountEnv(TaskEnv):
 
     def observation_space(self, params=None):
         return spaces.Box(-jnp.inf, jnp.inf, (2,), jnp.float32)
+
+
+class DiscreteCountEnv(CountEnv):
+    """CountEnv with actions 0, 1, 2 (moving the position by that much)."""
+
+    def step_env(self, key, state, action, params):
+        return super().step_env(key, state, jnp.asarray(action, jnp.float32)[None], params)
+
+    def action_space(self, params=None):
+        return spaces.Discrete(3)
 
 
 N, L = 2, 5
@@ -209,6 +220,28 @@ def test_point_robot_rewards_match_env_and_replay_spec():
 
 
 def test_action_to_model():
-    one_hot = ro.action_to_model(spaces.Discrete(5), jnp.array([0, 4]))
-    np.testing.assert_array_equal(one_hot, np.eye(5)[[0, 4]])
+    one_hot = ro.action_to_model(jnp.array([[0, 4], [2, 2]]), 5, True)
+    np.testing.assert_array_equal(one_hot, np.eye(5)[[[0, 4], [2, 2]]])
+    assert one_hot.dtype == jnp.float32
+    continuous = ro.action_to_model(jnp.array([[1, -2, 3]], jnp.int32), 3, False)
+    np.testing.assert_array_equal(continuous, [[1.0, -2.0, 3.0]])
+    assert continuous.dtype == jnp.float32
+    with pytest.raises(ValueError, match=r"continuous actions must have shape \[\.\.\., 3\]; got \(4,\)"):
+        ro.action_to_model(jnp.zeros(4), 3, False)  # a batch of 4 scalars is not a batch of vectors
     assert ro.action_dim(spaces.Discrete(5)) == 5 and ro.action_dim(spaces.Box(-1, 1, (3,))) == 3
+
+
+def test_discrete_rollout_stores_one_hot_actions():
+    """A Discrete env: the stored actions are the one-hot of the policy's integer actions (zeros at t = 0)."""
+    env = MetaEpisodeWrapper(DiscreteCountEnv())
+    params = MetaParams(CountParams(), N, L)
+
+    def policy(count, obs, key):
+        return count % 3, count + 1
+
+    carry = jnp.zeros((2,), jnp.int32)
+    episodes, _ = jax.jit(lambda rk, k: ro.rollout(env, params, policy, carry, rk, k))(
+        jax.random.split(jax.random.PRNGKey(0), 2), jax.random.PRNGKey(1))
+    t = np.arange(1, T + 1)
+    expected = np.concatenate([np.zeros((1, 3)), np.eye(3)[(t - 1) % 3]])
+    np.testing.assert_array_equal(episodes["action"], np.stack([expected, expected]))

@@ -12,41 +12,15 @@ import pytest
 
 import envs
 import mamba_jax as mj
-from mamba_jax.world_model import sample_times, wm_loss, wm_value_and_grad
+from mamba_jax.sequence import gather_time, sample_times
+from mamba_jax.world_model import wm_loss, wm_value_and_grad
 
 N, L = 2, 10
 T = N * L
 
 
-def collect_point_robot(key, batch: int, num_episodes: int = N, episode_length: int = L) -> dict:
-    """[batch] meta-episodes of the point robot with uniform random actions, in the batch format."""
-    env, params = envs.make("point_robot", num_episodes=num_episodes, episode_length=episode_length)
-    steps = num_episodes * episode_length
-
-    def one(k):
-        k_reset, k_run = jax.random.split(k)
-        obs0, state0 = env.reset(k_reset, params)
-
-        def step(state, kk):
-            k_act, k_env = jax.random.split(kk)
-            action = jax.random.uniform(k_act, (2,), minval=-1.0, maxval=1.0)
-            obs, state, _, terminated, _ = env.step_env(k_env, state, action, params)
-            return state, (obs, action, terminated)
-
-        _, (obs, action, term) = jax.lax.scan(step, state0, jax.random.split(k_run, steps))
-        cat = lambda a, b: jnp.concatenate([a[None], b], 0)
-        return {
-            "obs": jax.tree.map(cat, obs0, obs),
-            "action": cat(jnp.zeros((2,)), action),
-            "is_first": jnp.arange(steps + 1) == 0,
-            "is_terminal": cat(jnp.array(False), term),
-        }
-
-    return jax.jit(jax.vmap(one))(jax.random.split(key, batch))
-
-
 @pytest.fixture(scope="module")
-def setup():
+def setup(collect_point_robot):
     config = mj.get_config("debug", wm_lr=1e-3)
     env, params = envs.make(config.env, num_episodes=N, episode_length=L)
     state = mj.init(jax.random.PRNGKey(0), config, env.observation_space(params), env.action_space(params))
@@ -65,10 +39,22 @@ def test_batch_format(setup):
 
 def test_sample_times_in_horizon():
     idx, w = sample_times(jax.random.PRNGKey(0), jnp.int32(5), 4, 20, 1000)
-    assert idx.shape == (4, 1000) and int(idx.min()) == 0 and int(idx.max()) == 5 and float(w.min()) == 1.0
+    assert idx.shape == (4, 1000) and int(idx.min()) == 0 and int(idx.max()) == 5
+    np.testing.assert_array_equal(w, np.ones((4, 1000), np.float32))
+    # every value of 0..5 is drawn about equally often (1000 draws each row: 4000 / 6 = 667, sd 24)
+    np.testing.assert_allclose(np.bincount(np.asarray(idx).ravel(), minlength=6), 4000 / 6, atol=100)
     idx, w = sample_times(jax.random.PRNGKey(0), jnp.int32(5), 4, 20, -1)
-    assert idx.shape == (4, 21)
-    np.testing.assert_array_equal(w[0], (np.arange(21) <= 5).astype(np.float32))
+    np.testing.assert_array_equal(idx, np.tile(np.arange(21), (4, 1)))
+    np.testing.assert_array_equal(w, np.tile((np.arange(21) <= 5).astype(np.float32), (4, 1)))
+
+
+def test_gather_time_picks_entry_idx_of_each_sequence():
+    tree = {"a": jnp.arange(2 * 5).reshape(2, 5), "b": jnp.arange(2 * 5 * 3).reshape(2, 5, 3)}
+    idx = jnp.array([[4, 0, 4], [1, 1, 2]])
+    got = gather_time(tree, idx)
+    np.testing.assert_array_equal(got["a"], [[4, 0, 4], [6, 6, 7]])
+    np.testing.assert_array_equal(got["b"][1, 2], [21, 22, 23])  # sequence 1, entry 2
+    assert got["b"].shape == (2, 3, 3)
 
 
 def test_entries_beyond_horizon_are_masked(setup):
@@ -89,7 +75,10 @@ def test_entries_beyond_horizon_are_masked(setup):
     a = loss_fn(state.params["wm"], batch, key, h)
     b = loss_fn(state.params["wm"], changed, key, h)
     np.testing.assert_allclose(a, b, rtol=1e-6)
-    assert not np.allclose(a, loss_fn(state.params["wm"], changed, key, jnp.int32(T)))
+    # the same as the loss of the sequences cut after entry 9 (S = 10: nothing beyond the horizon; the
+    # sub-sampled times are drawn from [0, h] with the same key either way)
+    cut = jax.tree.map(lambda x: x[:, :10], batch)
+    np.testing.assert_allclose(a, loss_fn(state.params["wm"], cut, key, h), rtol=1e-5)
 
 
 def test_value_and_grad_with_the_ghost_input_is_the_plain_gradient(setup):
@@ -183,140 +172,17 @@ def test_reward_from_deter_reads_the_deterministic_state_only(setup):
     feat_a = jnp.concatenate([jax.random.normal(k2, (5, s)), deter], -1)
     feat_b = jnp.concatenate([jnp.zeros((5, s)), deter], -1)
     np.testing.assert_array_equal(wm.reward_mean(p, feat_a, bins), wm.reward_mean(p, feat_b, bins))
-    assert float(jnp.std(wm.reward_mean(p, feat_a, bins))) > 0  # it does read h
-    # the loss trains that head: a finite loss, and a reward-head gradient
-    loss, grads = jax.value_and_grad(lambda q: wm_loss(wm, q, batch, jax.random.PRNGKey(4), T, config)[0])(p)
-    assert np.isfinite(float(loss)) and float(optax.tree.norm(grads["reward"])) > 0
+    # it is the head applied to h alone
+    by_hand = mj.dists.twohot_mean(wm.reward.apply(p["reward"], deter), bins)
+    np.testing.assert_allclose(wm.reward_mean(p, feat_a, bins), by_hand, rtol=1e-6)
+    assert float(jnp.std(by_hand)) > 1e-3  # and h matters to it (these 5 states get different rewards)
+    # the loss trains that head through its reward term alone: its gradient is reward_scale times that of
+    # the "wm/reward" metric (the two-hot NLL of the replay's rewards), and it reaches the head's first layer
+    def parts(q):
+        loss, (metrics, _) = wm_loss(wm, q, batch, jax.random.PRNGKey(4), T, config)
+        return loss, metrics["wm/reward"]
 
-
-def test_dyn_free_bits_floors_the_dynamics_loss_alone(setup):
-    config, state, batch, _ = setup
-    wm, p, key = state.world_model, state.params["wm"], jax.random.PRNGKey(5)
-    metrics = lambda c: wm_loss(wm, p, batch, key, T, c)[1][0]  # noqa: E731
-    high = config.replace(free_bits=100.0)  # above any KL of this model: every term sits on the floor
-    both = metrics(high)
-    np.testing.assert_allclose([both["wm/dyn"], both["wm/rep"]], [100.0, 100.0])
-    apart = metrics(high.replace(dyn_free_bits=0.0))
-    np.testing.assert_allclose(apart["wm/rep"], 100.0)
-    np.testing.assert_allclose(apart["wm/dyn"], apart["wm/kl"], rtol=1e-5)  # unclipped: KL(sg(post) || prior)
-    assert 0 < float(apart["wm/dyn"]) < 100.0
-
-
-@pytest.fixture(scope="module")
-def grounded():
-    config = mj.get_config("debug", reward_from_deter=True, grounded_imagination=True)
-    env, params = envs.make(config.env, num_episodes=N, episode_length=L)
-    state = mj.init(jax.random.PRNGKey(0), config, env.observation_space(params), env.action_space(params))
-    return config, state
-
-
-def _reward_head_fixed(p, config, probs: dict):
-    """The reward head with a zero kernel and bias = log of `probs` {bin index: probability}: a fixed two-hot
-    distribution whatever the input."""
-    logits = jnp.full((config.bins,), -1e9).at[jnp.asarray(list(probs))].set(jnp.log(jnp.asarray(list(probs.values()))))
-    out = p["reward"]["params"]["Dense_0"]
-    reward = {"params": {**p["reward"]["params"], "Dense_0": {"kernel": jnp.zeros_like(out["kernel"]), "bias": logits}}}
-    return {**p, "reward": reward}
-
-
-def test_grounded_img_step_is_the_posterior_of_the_imagined_observation(grounded):
-    """One grounded step equals RSSM.obs_step (the real posterior step) on the observation the decoder
-    predicts at the prior sample, with the reward entry replaced by the reward head's (here certain) value."""
-    from mamba_jax.rssm import RSSM, feature
-
-    config, state = grounded
-    wm = state.world_model
-    bins = mj.dists.bins(config.bins, config.bin_low, config.bin_high)
-    k = 131  # a bin above 0: value symexp(bins[131]) = 0.88
-    p = _reward_head_fixed(state.params["wm"], config, {k: 1.0})
-    rssm_p = p["rssm"]
-    start = jax.tree.map(lambda x: jnp.broadcast_to(x, (6,) + x.shape[1:]), mj.rssm.initial_state(wm.rssm, rssm_p, (1,)))
-    start = {**start, "deter": start["deter"] + 0.5 * jax.random.normal(jax.random.PRNGKey(1), start["deter"].shape)}
-    action = jax.random.uniform(jax.random.PRNGKey(2), (6, 2), minval=-1, maxval=1)
-    key = jax.random.PRNGKey(3)
-    got = wm.grounded_img_step(p, start, action, key)
-    assert wm.img_step(p, start, action, key)["logits"].shape == got["logits"].shape  # dispatches on the config
-    np.testing.assert_allclose(wm.img_step(p, start, action, key)["logits"], got["logits"])
-    k_prior, _, _ = jax.random.split(key, 3)
-    prior = wm.rssm.apply(rssm_p, start, action, k_prior, method=RSSM.img_step)
-    pred = wm.decoder.apply(p["decoder"], feature(prior))
-    obs = {name: mj.dists.symexp(v) for name, v in pred.items()}
-    obs["reward"] = jnp.full((6,), mj.dists.symexp(bins[k]))
-    post, _ = wm.rssm.apply(rssm_p, start, action, wm.embed(p, obs), jnp.zeros((6,), bool), key, method=RSSM.obs_step)
-    np.testing.assert_allclose(got["deter"], prior["deter"], rtol=1e-6)
-    np.testing.assert_allclose(got["logits"], post["logits"], rtol=1e-5, atol=1e-5)
-    # a different reward entry gives another posterior: the sampled reward reaches the latent
-    other = wm.grounded_img_step(_reward_head_fixed(state.params["wm"], config, {127: 1.0}), start, action, key)
-    assert float(jnp.abs(other["logits"] - got["logits"]).max()) > 1e-3
-
-
-def test_grounded_img_step_samples_the_reward_at_the_heads_rate(grounded):
-    config, state = grounded
-    wm = state.world_model
-    bins = mj.dists.bins(config.bins, config.bin_low, config.bin_high)
-    p = _reward_head_fixed(state.params["wm"], config, {127: 0.7, 131: 0.3})  # 0 w.p. 0.7, symexp(bins[131]) = 0.88 w.p. 0.3
-    seen = []
-    orig_embed = wm.embed
-    # read the imagined observations off the encoder's input (WorldModel is frozen: wrap the method on a copy)
-    import dataclasses
-
-    class Spy(type(wm)):
-        def embed(self, params, obs):
-            seen.append(obs["reward"])
-            return orig_embed(params, obs)
-
-    spy = Spy(**{f.name: getattr(wm, f.name) for f in dataclasses.fields(wm)})
-    n = 4000
-    start = jax.tree.map(lambda x: jnp.broadcast_to(x, (n,) + x.shape[1:]), mj.rssm.initial_state(wm.rssm, p["rssm"], (1,)))
-    spy.grounded_img_step(p, start, jnp.zeros((n, 2)), jax.random.PRNGKey(4))
-    reward = np.asarray(seen[0])
-    high = float(mj.dists.symexp(bins[131]))
-    assert 0.8 < high < 1.0 and np.all(np.isclose(reward, 0.0) | np.isclose(reward, high))
-    assert abs((reward > 0).mean() - 0.3) < 0.03  # binomial sd 0.007
-
-
-def test_grounded_imagination_needs_the_reward_head_on_h_and_the_reward_observation():
-    with pytest.raises(ValueError, match="allowed: with reward_from_deter=True and mamba=True"):
-        mj.get_config("debug", grounded_imagination=True)
-    with pytest.raises(ValueError, match="allowed: with reward_from_deter=True and mamba=True"):
-        mj.get_config("debug", grounded_imagination=True, reward_from_deter=True, mamba=False)
-    from mamba_jax.world_model import WorldModel
-
-    config = mj.get_config("debug", reward_from_deter=True, grounded_imagination=True)
-    with pytest.raises(ValueError, match="image observations \\(\\['image'\\]\\) are not supported"):
-        WorldModel.create(config, (("image", (64, 64, 3), True), ("reward", (), False)), 2)
-    with pytest.raises(ValueError, match="has no 'reward' key"):
-        WorldModel.create(config, (("obs", (2,), False),), 2)
-
-
-def test_imag_latent_mode_steps_to_the_priors_mode():
-    """Config.imag_latent_mode: WorldModel.img_step is the prior step with z_{t+1} = one-hot of the prior's
-    argmax (whatever the key) and the same deterministic state and logits as the sampled prior step."""
-    from mamba_jax.rssm import RSSM
-
-    config = mj.get_config("debug", reward_from_deter=True, imag_latent_mode=True)
-    env, params = envs.make(config.env, num_episodes=N, episode_length=L)
-    state = mj.init(jax.random.PRNGKey(0), config, env.observation_space(params), env.action_space(params))
-    wm, p = state.world_model, state.params["wm"]
-    assert wm.imag_latent_mode
-    start = jax.tree.map(lambda x: jnp.broadcast_to(x, (6,) + x.shape[1:]), mj.rssm.initial_state(wm.rssm, p["rssm"], (1,)))
-    start = {**start, "deter": start["deter"] + 0.5 * jax.random.normal(jax.random.PRNGKey(1), start["deter"].shape)}
-    action = jax.random.uniform(jax.random.PRNGKey(2), (6, 2), minval=-1, maxval=1)
-    got = wm.img_step(p, start, action, jax.random.PRNGKey(3))
-    again = wm.img_step(p, start, action, jax.random.PRNGKey(4))
-    sampled = wm.rssm.apply(p["rssm"], start, action, jax.random.PRNGKey(3), method=RSSM.img_step)
-    np.testing.assert_allclose(got["deter"], sampled["deter"], rtol=1e-6)
-    np.testing.assert_allclose(got["logits"], sampled["logits"], rtol=1e-6)
-    expected = jax.nn.one_hot(jnp.argmax(sampled["logits"], -1), config.classes)
-    np.testing.assert_allclose(got["stoch"], expected, atol=1e-6)  # one-hot + p - sg(p): rounding only
-    np.testing.assert_array_equal(again["stoch"], got["stoch"])  # the key does not matter
-    assert float(jnp.abs(sampled["stoch"] - expected).max()) > 0  # a sample differs from the mode somewhere
-
-
-def test_imag_latent_mode_needs_the_reward_head_on_h_and_excludes_grounded_imagination():
-    with pytest.raises(ValueError, match="allowed: with reward_from_deter=True"):
-        mj.get_config("debug", imag_latent_mode=True)
-    with pytest.raises(ValueError, match="allowed: at most one of them"):
-        mj.get_config("debug", imag_latent_mode=True, reward_from_deter=True, grounded_imagination=True)
-    with pytest.raises(ValueError, match="imag_latent_mode=1: allowed: True or False"):
-        mj.get_config("debug", imag_latent_mode=1, reward_from_deter=True)
+    g_loss, g_reward = jax.jit(jax.jacrev(parts))(p)
+    for a, b in zip(jax.tree.leaves(g_loss["reward"]), jax.tree.leaves(g_reward["reward"])):
+        np.testing.assert_allclose(a, config.reward_scale * b, rtol=1e-5, atol=1e-7)
+    assert float(jnp.abs(g_loss["reward"]["params"]["MLP_0"]["Dense_0"]["kernel"]).max()) > 1e-4
