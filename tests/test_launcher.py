@@ -55,11 +55,9 @@ def test_build_config():
     assert launcher.build_config("debug", ["reward_from_deter=true"]).reward_from_deter is True
     with pytest.raises(ValueError, match="Config.reward_from_deter=1: allowed: True or False"):
         mj.get_config("debug", reward_from_deter=1)
-    config = launcher.build_config("debug", ["free_bits=0.5"])
-    assert (config.dyn_free_bits, config.dyn_free_floor) == (-1.0, 0.5)  # -1: the dyn floor is free_bits
-    assert launcher.build_config("debug", ["dyn_free_bits=0.1"]).dyn_free_floor == 0.1
-    with pytest.raises(ValueError, match=r"Config.dyn_free_bits=-0.5: allowed: a number >= 0, or -1"):
-        launcher.build_config("debug", ["dyn_free_bits=-0.5"])
+    assert launcher.build_config("debug", ["free_bits=0.5"]).free_bits == 0.5
+    with pytest.raises(ValueError, match="unknown field 'dyn_free_bits'"):
+        launcher.build_config("debug", ["dyn_free_bits=0.1"])
 
 
 def test_main_passes_flags_to_run(monkeypatch, tmp_path):

@@ -45,8 +45,9 @@ from experiments.benchmarks.update import flops_of, matmul_flop_per_second, matm
 from mamba_jax import agent as agent_lib
 from mamba_jax import config as cfg
 from mamba_jax.behavior import actor_loss, critic_loss
-from mamba_jax.rssm import feature, imagine, observe
-from mamba_jax.world_model import gather_time, sample_times, wm_loss, wm_value_and_grad
+from mamba_jax.rssm import feature, imagine, observe, prior_step
+from mamba_jax.sequence import gather_time, sample_times
+from mamba_jax.world_model import wm_loss, wm_value_and_grad
 from mamba_jax.hugepages import reexec_with_hugepage_malloc
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
@@ -150,7 +151,7 @@ def main(argv, flag_values: flags.FlagValues = FLAGS):
     def imag(actor_params, wm_params, start, key):
         def policy_fn(s, k):
             return beh.sample(actor_params, jax.lax.stop_gradient(feature(s)), k)
-        states, actions = imagine(wm.rssm, wm_params["rssm"], start, policy_fn, key, c.imag_horizon)
+        states, actions = imagine(prior_step(wm.rssm, wm_params["rssm"]), start, policy_fn, key, c.imag_horizon)
         return feature(states).sum() + actions.sum()
 
     run("imagine_fwd", imag, p["actor"], wm_params, start, key)
