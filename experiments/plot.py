@@ -24,6 +24,7 @@ from absl import app, flags
 from matplotlib.ticker import EngFormatter
 
 from mamba_jax import evaluate as ev
+from mamba_jax.config import field_values
 from mamba_jax.logging import read_metrics
 
 FLAGS = flags.FLAGS
@@ -90,7 +91,7 @@ def merge(runs: list[dict]) -> dict:
 
 def references(info: dict, logdirs: list[str], path: str) -> dict:
     """{policy: {"return": x, "episode_returns": [...]}} for the run's env and N x L."""
-    config = info.get("config", {})
+    config = field_values(info.get("config", {}))
     env = config.get("env")
     if env is None:
         return {}
@@ -155,7 +156,7 @@ def plot(logdirs: list[str], out: str, labels: list[str] | None = None, x_key: s
     axes[0][0].set_ylabel("mean return over evaluation tasks")
     axes[0][0].legend(fontsize=7)
     if title is None:
-        title = first["info"].get("config", {}).get("name")
+        title = field_values(first["info"].get("config", {})).get("name")
     if title:
         fig.suptitle(title)
     fig.tight_layout()

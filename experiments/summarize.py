@@ -14,7 +14,7 @@ final_test.json and writes OUT/summary.json with, per method:
     env_steps, wall_seconds, env_steps_per_second   of the whole run (compilation included)
     per_seed                   the per-seed final returns
     differs_from_preset        the config fields the run overrode (e.g. mamba=False, env_steps)
-    source                     "final_test" (config.final_eval_tasks fresh tasks) or "last_eval"
+    source                     "final_test" (config.eval.final_eval_tasks fresh tasks) or "last_eval"
 
 and OUT/table.md with the same figures side by side. `--machine` is written into both.
 """
@@ -30,6 +30,7 @@ from absl import app, flags
 
 from experiments.plot import references
 from mamba_jax import evaluate as ev
+from mamba_jax.config import field_values
 from mamba_jax.logging import read_metrics
 
 
@@ -60,7 +61,8 @@ def summarize_run(logdir: str) -> dict:
     evals = [r for r in rows if r.get("eval/return") is not None]
     if not evals:
         raise ValueError(f"{logdir}: no evaluation rows in metrics.jsonl")
-    n = info["config"]["num_episodes"]
+    config = field_values(info["config"])
+    n = config["num_episodes"]
     test = _read_json(os.path.join(logdir, "final_test.json"))
     if test is not None:
         prefix, src, source = "test", test, "final_test"
@@ -72,10 +74,10 @@ def summarize_run(logdir: str) -> dict:
     ret = src[f"{prefix}/return"]
     return {
         "logdir": logdir,
-        "mamba": info["config"]["mamba"],
+        "mamba": config["mamba"],
         "num_seeds": info.get("num_seeds", 1),
         "source": source,
-        "num_tasks": src.get(f"{prefix}/num_tasks", info["config"]["eval_tasks"]),
+        "num_tasks": src.get(f"{prefix}/num_tasks", config["eval_tasks"]),
         "return": ret,
         "return_fraction_of_bayes": ret / bayes["return"] if bayes else None,
         "episode_returns": [src[f"{prefix}/return_episode_{i + 1}"] for i in range(n)],
@@ -94,13 +96,15 @@ def summarize_run(logdir: str) -> dict:
 
 
 def differs_from_preset(config: dict) -> dict:
-    """{field: value} of the run's config where it differs from its named preset."""
+    """{field: value} of the run's saved config (nested or flat) where it differs from its named preset."""
     from mamba_jax.config import PRESETS
 
-    preset = PRESETS.get(config.get("name"))
+    values = field_values(config)
+    preset = PRESETS.get(values.get("name"))
     if preset is None:
         return {}
-    return {k: v for k, v in config.items() if hasattr(preset, k) and getattr(preset, k) != v}
+    defaults = field_values(preset.to_dict())
+    return {k: v for k, v in values.items() if k in defaults and defaults[k] != v}
 
 
 def table(summary: dict) -> str:

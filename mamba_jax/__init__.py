@@ -2,8 +2,8 @@
 
     import envs, jax, mamba_jax
     config = mamba_jax.get_config("point_robot")
-    env, env_params = envs.make(config.env, num_episodes=config.num_episodes,
-                                episode_length=config.episode_length)
+    env, env_params = envs.make(config.env, num_episodes=config.protocol.num_episodes,
+                                episode_length=config.protocol.episode_length)
     state = mamba_jax.init(key, config, env.observation_space(env_params), env.action_space(env_params))
     carry = mamba_jax.initial_carry(state, num_envs)
     action, carry = mamba_jax.policy(state, carry, obs_with_is_first, key, deterministic=False)
@@ -28,8 +28,8 @@ _EXPORTS = {
     "PRESETS": "mamba_jax.config",
     "Config": "mamba_jax.config",
     "get_config": "mamba_jax.config",
-    "horizon_buckets": "mamba_jax.config",
-    "wm_horizon": "mamba_jax.config",
+    "horizon_buckets": "mamba_jax.horizon",
+    "wm_horizon": "mamba_jax.horizon",
 }
 
 __all__ = sorted(_EXPORTS)

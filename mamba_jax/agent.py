@@ -12,7 +12,7 @@ action layout are static fields of `AgentState`) and vmappable over seeds.
 `update` = one world-model step then one actor step and one critic step. MAMBA
 (config.mamba): the batch holds whole meta-episodes (S = T + 1 entries); the horizon H_wm is
 computed from `state.env_steps` (or passed as `h_wm`) and the update runs the branch of
-`lax.switch` compiled for the smallest horizon bucket >= H_wm (see `config.horizon_buckets`),
+`lax.switch` compiled for the smallest horizon bucket >= H_wm (see `config.world_model.num_horizon_buckets`),
 with entries beyond H_wm masked out. Baseline: the batch holds windows of `window_length`
 entries and is used whole.
 """
@@ -29,7 +29,7 @@ import optax
 from flax import struct
 from gymnax.environments import spaces
 
-from mamba_jax import config as cfg
+from mamba_jax import horizon
 from mamba_jax.behavior import Behavior, RetNorm, actor_loss, critic_loss
 from mamba_jax.config import Config
 from mamba_jax.explore import Ensemble, ensemble_loss
@@ -48,7 +48,7 @@ class AgentState:
     """Params, optimiser states and counters of one agent (one seed).
 
     params:    {"wm": {...}, "actor": ..., "critic": ..., "slow_critic": ...}, and "explore" (the
-               disagreement ensemble) when config.expl_scale > 0
+               disagreement ensemble) when config.behavior.expl_scale > 0
     opt_state: {"wm": ..., "actor": ..., "critic": ...} (optax), and "explore" likewise
     retnorm:   RetNorm (EMA of the return percentiles)
     env_steps: int32 [] real env transitions so far (set by the trainer)
@@ -115,12 +115,12 @@ def _optimisers(config: Config) -> dict:
         return optax.flatten(optax.chain(optax.clip_by_global_norm(clip), optax.adam(lr, eps=eps)))
 
     tx = {
-        "wm": make(config.wm_lr, config.wm_eps, config.wm_clip),
-        "actor": make(config.actor_lr, config.actor_eps, config.actor_clip),
-        "critic": make(config.critic_lr, config.critic_eps, config.critic_clip),
+        "wm": make(config.optim.wm_lr, config.optim.wm_eps, config.optim.wm_clip),
+        "actor": make(config.optim.actor_lr, config.optim.actor_eps, config.optim.actor_clip),
+        "critic": make(config.optim.critic_lr, config.optim.critic_eps, config.optim.critic_clip),
     }
     if config.has_exploration_bonus:  # the ensemble is a world-model part: the world model's optimiser settings
-        tx["explore"] = make(config.wm_lr, config.wm_eps, config.wm_clip)
+        tx["explore"] = make(config.optim.wm_lr, config.optim.wm_eps, config.optim.wm_clip)
     return tx
 
 
@@ -243,16 +243,16 @@ def _update_length(agent_state: AgentState, batch: dict, key: jax.Array, h_wm, l
     B = batch["is_first"].shape[0]
     bonus_fn = None
     if ens is not None:  # the disagreement ensemble, on the replay's posterior transitions
-        idx, _ = sample_times(jax.random.fold_in(key, 1), h_wm - 1, B, length - 1, c.recon_subsample)
+        idx, _ = sample_times(jax.random.fold_in(key, 1), h_wm - 1, B, length - 1, c.world_model.recon_subsample)
         ens_loss = lambda p: ensemble_loss(ens, p, post, batch["action"], batch["is_first"], h_wm, idx)  # noqa: E731
         (_, extra_metrics), g_ens = jax.value_and_grad(ens_loss, has_aux=True)(params["explore"])
         upd, new_opt["explore"] = tx["explore"].update(g_ens, opt["explore"], params["explore"])
         new_params["explore"] = optax.apply_updates(params["explore"], upd)
         extra_metrics["expl/grad_norm"] = optax.tree.norm(g_ens)
-        bonus_fn = lambda f, a: c.expl_scale * ens.disagreement(new_params["explore"], f, a)  # noqa: E731
+        bonus_fn = lambda f, a: c.behavior.expl_scale * ens.disagreement(new_params["explore"], f, a)  # noqa: E731
 
     # imagination starts: posterior states (computed with the pre-update params), stop-gradient
-    idx, weight = sample_times(k_start, h_wm, B, length, c.imag_starts_per_seq)
+    idx, weight = sample_times(k_start, h_wm, B, length, c.behavior.imag_starts_per_seq)
     start = jax.tree.map(lambda x: x.reshape((-1,) + x.shape[2:]), gather_time(post, idx))
     start_weight = weight.reshape(-1)
 
@@ -270,7 +270,7 @@ def _update_length(agent_state: AgentState, batch: dict, key: jax.Array, h_wm, l
     (_, critic_metrics), g_critic = grad_fn(params["critic"], beh, params["slow_critic"], traj, start_weight)
     upd, opt_critic = tx["critic"].update(g_critic, opt["critic"], params["critic"])
     critic_params = optax.apply_updates(params["critic"], upd)
-    rate = c.slow_critic_rate
+    rate = c.behavior.slow_critic_rate
     slow = jax.tree.map(lambda s, p: (1 - rate) * s + rate * p, params["slow_critic"], critic_params)
 
     new_state = agent_state.replace(
@@ -300,7 +300,7 @@ def check_batch(agent_state: AgentState, batch: dict) -> None:
     if "reward" not in batch["obs"]:
         raise ValueError("batch['obs'] lacks 'reward' (the reward head's target)")
     S = batch["is_first"].shape[1]
-    expected = c.meta_length + 1 if c.mamba else c.window_length
+    expected = c.meta_length + 1 if c.mamba else c.protocol.window_length
     what = "whole meta-episodes of T + 1" if c.mamba else "windows of window_length"
     if S != expected:
         raise ValueError(f"batch has {S} entries per sequence; config {c.name!r} needs {what} = {expected}")
@@ -320,16 +320,16 @@ def update(agent_state: AgentState, batch: dict, key: jax.Array, h_wm=None):
     """
     check_batch(agent_state, batch)
     c = agent_state.config
-    lengths = cfg.horizon_buckets(c)
+    lengths = horizon.horizon_buckets(c)
     if h_wm is None:
-        h_wm = cfg.wm_horizon(c, agent_state.env_steps) if c.mamba else jnp.int32(lengths[0])
+        h_wm = horizon.wm_horizon(c, agent_state.env_steps) if c.mamba else jnp.int32(lengths[0])
     h_wm = jnp.minimum(jnp.asarray(h_wm, jnp.int32), lengths[-1])
     branches = [functools.partial(_update_length, length=n) for n in lengths]
     if len(branches) == 1:
         new_state, metrics = branches[0](agent_state, batch, key, h_wm)
         bucket = jnp.int32(0)
     else:
-        bucket = jnp.minimum(cfg.bucket_index(c, h_wm), len(lengths) - 1)
+        bucket = jnp.minimum(horizon.bucket_index(c, h_wm), len(lengths) - 1)
         new_state, metrics = jax.lax.switch(bucket, branches, agent_state, batch, key, h_wm)
     metrics = {k: jnp.asarray(v, jnp.float32) for k, v in metrics.items()}
     metrics["h_wm"] = h_wm.astype(jnp.float32)

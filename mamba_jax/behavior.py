@@ -72,11 +72,11 @@ def retnorm_update(norm: RetNorm, returns, config: Config, mask=None):
     x = sg(returns)
     if mask is not None:
         x = jnp.where(mask > 0, x, jnp.nan)
-    p_low = jnp.nanpercentile(x, config.retnorm_low)
-    p_high = jnp.nanpercentile(x, config.retnorm_high)
-    rate = config.retnorm_rate
+    p_low = jnp.nanpercentile(x, config.behavior.retnorm_low)
+    p_high = jnp.nanpercentile(x, config.behavior.retnorm_high)
+    rate = config.behavior.retnorm_rate
     new = RetNorm((1 - rate) * norm.low + rate * p_low, (1 - rate) * norm.high + rate * p_high)
-    return new, jnp.maximum(new.high - new.low, config.retnorm_max_inv)
+    return new, jnp.maximum(new.high - new.low, config.behavior.retnorm_max_inv)
 
 
 # ------------------------------------------------------------------------------ networks
@@ -110,8 +110,8 @@ class Behavior:
     @classmethod
     def create(cls, config: Config, action_dim: int, discrete: bool) -> "Behavior":
         c = config
-        actor = Actor(action_dim, discrete, c.head_layers, c.head_units, c.unimix, c.layer_norm_eps)
-        critic = Head(c.head_layers, c.head_units, c.bins, zero_init=True, eps=c.layer_norm_eps)
+        actor = Actor(action_dim, discrete, c.nets.head_layers, c.nets.head_units, c.nets.unimix, c.nets.layer_norm_eps)
+        critic = Head(c.nets.head_layers, c.nets.head_units, c.nets.bins, zero_init=True, eps=c.nets.layer_norm_eps)
         return cls(actor, critic, config)
 
     @property
@@ -134,7 +134,7 @@ class Behavior:
         if self.discrete:
             return dists.onehot_sample(key, out.astype(jnp.float32))
         c = self.config
-        return dists.actor_normal(*out, c.actor_min_std, c.actor_max_std).sample(seed=key)
+        return dists.actor_normal(*out, c.behavior.actor_min_std, c.behavior.actor_max_std).sample(seed=key)
 
     def mode(self, actor_params, feat):
         out = self.actor.apply(actor_params, feat)
@@ -150,7 +150,7 @@ class Behavior:
         if self.discrete:
             return dists.categorical_log_prob(out, action), dists.categorical_entropy(out)
         c = self.config
-        d = dists.actor_normal(*out, c.actor_min_std, c.actor_max_std)
+        d = dists.actor_normal(*out, c.behavior.actor_min_std, c.behavior.actor_max_std)
         return d.log_prob(action), d.entropy()
 
     def value(self, critic_params, feat, bins):
@@ -169,7 +169,7 @@ def actor_loss(actor_params, beh: Behavior, wm: WorldModel, wm_params, critic_pa
     s_{t+1} (e.g. the exploration bonus of mamba_jax/explore.py).
     """
     c = beh.config
-    bins = dists.bins(c.bins, c.bin_low, c.bin_high)
+    bins = dists.bins(c.nets.bins, c.nets.bin_low, c.nets.bin_high)
 
     def policy_fn(state, k):
         out = beh.actor.apply(actor_params, sg(feature(state)))  # kept for log-prob / entropy below
@@ -177,7 +177,7 @@ def actor_loss(actor_params, beh: Behavior, wm: WorldModel, wm_params, critic_pa
         return (sg(a) if beh.discrete else a), out
 
     states, actions, actor_out = imagine(functools.partial(wm.img_step, wm_params), start, policy_fn, key,
-                                         c.imag_horizon, with_aux=True)
+                                         c.behavior.imag_horizon, with_aux=True)
     feat = feature(states)  # [N, H+1, F]
     # The heads see s_0 (a stop-gradient start) apart from s_1..s_H, so that the backward pass
     # computes input gradients for the H states that have them only (not for H + 1).
@@ -186,18 +186,18 @@ def actor_loss(actor_params, beh: Behavior, wm: WorldModel, wm_params, critic_pa
     model_rewards = wm.reward_mean(wm_params, next_feat, bins)  # [N, H]
     bonus = None if bonus_fn is None else bonus_fn(jnp.concatenate([start_feat, next_feat[:, :-1]], 1), actions)
     rewards = jnp.pad(model_rewards if bonus is None else model_rewards + bonus, ((0, 0), (1, 0)))
-    discounts = c.gamma * jnp.concatenate(
+    discounts = c.behavior.gamma * jnp.concatenate(
         [wm.cont_prob(wm_params, start_feat), wm.cont_prob(wm_params, next_feat)], 1)
     values = jnp.concatenate([beh.value(critic_params, start_feat, bins), beh.value(critic_params, next_feat, bins)], 1)
-    rets = lambda_returns(rewards, discounts, values, c.lam)  # [N, H]
-    H = c.imag_horizon
+    rets = lambda_returns(rewards, discounts, values, c.behavior.lam)  # [N, H]
+    H = c.behavior.imag_horizon
     weights = return_weights(discounts)[:, :H] * start_weight[:, None]
     new_norm, scale = retnorm_update(norm, rets, c, jnp.broadcast_to(start_weight[:, None], rets.shape))
     adv = (rets - values[:, :H]) / scale
     logp, ent = beh.log_prob_entropy_from(actor_out, sg(actions))  # the actor's outputs at sg(s_0..s_{H-1})
     objective = logp * sg(adv) if beh.discrete else adv
     denom = jnp.maximum(jnp.sum(start_weight) * H, 1.0)
-    loss = -jnp.sum(weights * (objective + c.entropy_scale * ent)) / denom
+    loss = -jnp.sum(weights * (objective + c.behavior.entropy_scale * ent)) / denom
     traj = {"feat": sg(feat), "returns": sg(rets), "weights": sg(weights)}
     metrics = {
         "actor/loss": loss,
@@ -205,7 +205,7 @@ def actor_loss(actor_params, beh: Behavior, wm: WorldModel, wm_params, critic_pa
         "actor/adv_mean": jnp.sum(adv * start_weight[:, None]) / denom,
         "imag/return_mean": jnp.sum(rets * start_weight[:, None]) / denom,
         "imag/reward_mean": jnp.sum(model_rewards * start_weight[:, None]) / denom,
-        "imag/cont_mean": jnp.sum(discounts[:, 1:] * start_weight[:, None]) / (c.gamma * denom),
+        "imag/cont_mean": jnp.sum(discounts[:, 1:] * start_weight[:, None]) / (c.behavior.gamma * denom),
         "retnorm/low": new_norm.low,
         "retnorm/high": new_norm.high,
         "retnorm/scale": scale,
@@ -218,15 +218,15 @@ def actor_loss(actor_params, beh: Behavior, wm: WorldModel, wm_params, critic_pa
 def critic_loss(critic_params, beh: Behavior, slow_params, traj: dict, start_weight):
     """-mean(w_t * (log p(sg(R_t)) + slow_scale * log p(sg(slow_mean(s_t))))) over t < H."""
     c = beh.config
-    bins = dists.bins(c.bins, c.bin_low, c.bin_high)
-    H = c.imag_horizon
+    bins = dists.bins(c.nets.bins, c.nets.bin_low, c.nets.bin_high)
+    H = c.behavior.imag_horizon
     feat = traj["feat"][:, :H]
     logits = beh.critic.apply(critic_params, feat)
     slow_mean = sg(beh.value(slow_params, feat, bins))
     nll = -dists.twohot_log_prob(logits, sg(traj["returns"]), bins)
     reg = -dists.twohot_log_prob(logits, slow_mean, bins)
     denom = jnp.maximum(jnp.sum(start_weight) * H, 1.0)
-    loss = jnp.sum(traj["weights"] * (nll + c.slow_critic_scale * reg)) / denom
+    loss = jnp.sum(traj["weights"] * (nll + c.behavior.slow_critic_scale * reg)) / denom
     value = dists.twohot_mean(logits, bins)
     metrics = {
         "critic/loss": loss,

@@ -1,90 +1,94 @@
-"""The agent's configuration: one frozen dataclass, the presets, validation.
+"""The agent's configuration: a frozen `Config` of six groups, the presets, validation.
 
     from mamba_jax import get_config
     config = get_config("point_robot", batch_size=8)   # a validated, hashable Config
+    config.protocol.batch_size, config.nets.units, config.world_model.free_bits
 
-`Config` is frozen and hashable, so it is a static (non-pytree) field of `AgentState`
-and can be a static argument of `jax.jit`. Every hyperparameter of the algorithm
-(docs/algorithm.md) is a field; the presets give the paper's settings per environment,
-with budgets in *real* environment steps. `get_config` validates; `Config.validate()` raises
-a ValueError that names the offending field and what is allowed.
+`Config` holds the identity of a run (`name`, `env`, `mamba`) and six groups, each a frozen
+dataclass of the fields that configure one thing:
 
-The world-model horizon schedule and its bucketing live here too, because they are pure
-functions of the config and the env-step count:
+    protocol     the data: meta-episode shape N x L, env-step budget, train ratio, replay, batches
+    nets         network sizes, shared by the world model and the actor / critic heads
+    world_model  the world-model loss and its horizon schedule (MAMBA's growing H_wm)
+    behavior     imagination, returns, actor and critic losses, the optional exploration bonus
+    optim        the three Adam optimisers (learning rate, epsilon, gradient clip)
+    eval         the evaluation protocol
 
-    H_wm(steps) = min(ceil(H0 + steps * (T - H0) / R), T)
-
-`wm_horizon(config, steps)` computes it exactly (integer arithmetic, jittable);
-`horizon_buckets(config)` gives the handful of static sequence lengths the update is
-compiled for (see docs/agent.md).
+Field names are unique across groups, so overrides name a field alone (`units=64`, or on the
+command line `--config=units=64`; `--config=nets.units=64` works too). `Config` is frozen and
+hashable: a static (non-pytree) field of `AgentState` and a static argument of `jax.jit`.
+`get_config` validates; `Config.validate()` raises a ValueError naming the field and what is
+allowed. The equations these fields enter are in docs/algorithm.md; the presets are its table.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
-from typing import TYPE_CHECKING
+from typing import Any
 
-if TYPE_CHECKING:  # annotations only: importing the config must not start JAX (see hugepages.py)
-    import jax.numpy as jnp
+
+# ------------------------------------------------------------------------------ the groups
+@dataclasses.dataclass(frozen=True)
+class Protocol:
+    """What is collected and how much is trained on it (docs/algorithm.md, "Training protocol")."""
+
+    num_episodes: int = 3  # N episodes per meta-episode (one task)
+    episode_length: int = 100  # L steps per episode
+    env_steps: int = 1_000_000  # budget, in real env transitions
+    train_ratio: float = 0.01  # updates per collected meta-episode step: U = ratio * steps / N
+    batch_size: int = 16  # B meta-episodes (or windows, for the DreamerV3 baseline) per update
+    prefill: int = 25  # meta-episodes of uniform random actions before training
+    num_envs: int = 10  # envs collecting in parallel (one meta-episode each per iteration)
+    replay_capacity: int = 3333  # in meta-episodes (the reference keeps 1e6 transitions)
+    window_length: int = 64  # DreamerV3 baseline only: entries per training window
 
 
 @dataclasses.dataclass(frozen=True)
-class Config:
-    """Every hyperparameter of the agent and of its training protocol.
+class Networks:
+    """Network sizes (DreamerV3's, as in MAMBA's reference configs)."""
 
-    Sizes follow DreamerV3 as used by MAMBA's reference configs.
-    `-1` for `recon_subsample` / `imag_starts_per_seq` means "every step".
-    """
-
-    # --- identity / environment ---
-    name: str = "point_robot"
-    env: str = "point_robot"  # the envs.make name
-    mamba: bool = True  # False: plain DreamerV3 (windows, no schedule, no reward/time inputs)
-    num_episodes: int = 3  # N
-    episode_length: int = 100  # L
-    # --- training and evaluation protocol ---
-    env_steps: int = 1_000_000  # budget, real env transitions
-    train_ratio: float = 0.01  # updates per collected meta-episode step: U = ratio * steps / N
-    batch_size: int = 16  # B (meta-episodes, or windows for the baseline)
-    prefill: int = 25  # meta-episodes of uniform random actions
-    num_envs: int = 10  # parallel envs collecting
-    replay_capacity: int = 3333  # in meta-episodes (reference: 1e6 transitions)
-    eval_tasks: int = 20
-    eval_every: int = 50_000  # env steps
-    final_eval_tasks: int = 1000
-    window_length: int = 64  # baseline only: entries per training window
-    # --- world-model horizon schedule ---
-    initial_wm_horizon: int = 300  # H0
-    wm_horizon_ramp_steps: int = 0  # R (env steps); required > 0 when H0 < T
-    horizon_buckets: int = 4  # static lengths compiled when H0 < T
-    # --- sub-sampling ---
-    recon_subsample: int = 64
-    imag_starts_per_seq: int = 512
-    # --- network sizes ---
     units: int = 512  # encoder / decoder MLP width
     enc_layers: int = 4  # encoder and decoder MLP depth
-    cnn_depth: int = 32  # first conv channels (32/64/128/256)
-    deter: int = 512
-    hidden: int = 64  # RSSM input/output hidden size
-    stoch: int = 16  # number of categoricals
-    classes: int = 16  # classes per categorical
-    head_layers: int = 2  # reward, continue, actor, critic
-    head_units: int = 128
-    bins: int = 255
-    bin_low: float = -20.0
+    cnn_depth: int = 32  # first conv channels (32/64/128/256), image observations only
+    deter: int = 512  # GRU state size D
+    hidden: int = 64  # RSSM input / output hidden size
+    stoch: int = 16  # number of categorical latents
+    classes: int = 16  # classes per categorical latent
+    head_layers: int = 2  # reward, continue, actor and critic MLP depth
+    head_units: int = 128  # their width
+    bins: int = 255  # two-hot bins of the reward and value heads
+    bin_low: float = -20.0  # symlog-space range of the bins
     bin_high: float = 20.0
-    unimix: float = 0.01
+    unimix: float = 0.01  # uniform mixture of the categorical latents (and discrete actions)
     layer_norm_eps: float = 1e-3
-    # --- world-model loss ---
+
+
+@dataclasses.dataclass(frozen=True)
+class WorldModelLoss:
+    """The world-model loss and MAMBA's horizon schedule H_wm(steps) (docs/algorithm.md)."""
+
+    initial_wm_horizon: int = 300  # H0
+    wm_horizon_ramp_steps: int = 0  # R env steps until H_wm = T; required > 0 when H0 < T
+    num_horizon_buckets: int = 4  # static sequence lengths the update is compiled for (H0 < T)
+    recon_subsample: int = 64  # reconstruction entries per sequence (-1: every entry)
     free_bits: float = 1.0
     kl_dyn_scale: float = 0.5
     kl_rep_scale: float = 0.1
     dec_scale: float = 1.0
     reward_scale: float = 1.0
     cont_scale: float = 1.0
-    # --- behaviour ---
-    imag_horizon: int = 2  # H_im
+    # optional, not in the paper: the reward head reads the deterministic state h_t only, so it
+    # predicts E[r_t | history] (docs/learning_checks.md: 0.31 -> 0.44 of the Bayes return at 1.03M)
+    reward_from_deter: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
+class Behavior:
+    """Imagination, returns and the actor / critic losses (DreamerV3's)."""
+
+    imag_starts_per_seq: int = 512  # imagination starts per sequence (-1: every entry)
+    imag_horizon: int = 2  # H_im imagined transitions per start
     gamma: float = 0.997
     lam: float = 0.95
     entropy_scale: float = 3e-4
@@ -96,14 +100,16 @@ class Config:
     retnorm_low: float = 5.0  # percentile
     retnorm_high: float = 95.0  # percentile
     retnorm_max_inv: float = 1.0  # scale = max(p_high - p_low, this)
-    # --- optional exploration bonus (not in the paper; mamba_jax/explore.py) ---
-    # imagined reward += expl_scale * disagreement of an ensemble predicting the next latent (Plan2Explore);
-    # 0 = off (no ensemble at all)
+    # optional, not in the paper: Plan2Explore's latent-disagreement bonus (mamba_jax/explore.py);
+    # imagined reward += expl_scale * ensemble disagreement; 0 = off
     expl_scale: float = 0.0
     expl_members: int = 8  # ensemble size
-    # --- optional predictive reward head (not in the paper; docs/agent.md) ---
-    reward_from_deter: bool = False  # reward head reads the deterministic state h_t only (E[r_t | history])
-    # --- optimisers ---
+
+
+@dataclasses.dataclass(frozen=True)
+class Optimisers:
+    """Adam with global-norm clipping for the world model, the actor and the critic."""
+
     wm_lr: float = 1e-4
     wm_eps: float = 1e-8
     wm_clip: float = 1000.0
@@ -114,204 +120,334 @@ class Config:
     critic_eps: float = 1e-5
     critic_clip: float = 100.0
 
+
+@dataclasses.dataclass(frozen=True)
+class Evaluation:
+    """Evaluation during training (fixed tasks) and the final test (fresh tasks)."""
+
+    eval_tasks: int = 20
+    eval_every: int = 50_000  # env steps
+    final_eval_tasks: int = 1000
+
+
+GROUPS: dict[str, type] = {
+    "protocol": Protocol,
+    "nets": Networks,
+    "world_model": WorldModelLoss,
+    "behavior": Behavior,
+    "optim": Optimisers,
+    "eval": Evaluation,
+}
+TOP_LEVEL = ("name", "env", "mamba")
+# Fields renamed since checkpoints were first written (old name -> new name).
+RENAMED = {"horizon_buckets": "num_horizon_buckets"}
+# Options removed from the library (docs/learning_checks.md says what they showed and at which commit
+# they last existed), with the value that meant "off": an old config with that value still loads.
+REMOVED = {"grounded_imagination": False, "imag_latent_mode": False, "dyn_free_bits": -1.0, "expl_target": "latent"}
+
+
+def _group_of_field() -> dict[str, str]:
+    out = {}
+    for group, cls in GROUPS.items():
+        for f in dataclasses.fields(cls):
+            assert f.name not in out and f.name not in TOP_LEVEL, f.name  # names are unique
+            out[f.name] = group
+    return out
+
+
+GROUP_OF = _group_of_field()  # field name -> its group
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """Every hyperparameter of the agent and of its training protocol (see the module docstring)."""
+
+    name: str = "point_robot"
+    env: str = "point_robot"  # the envs.make name
+    mamba: bool = True  # False: plain DreamerV3 (windows, no schedule, no reward/time inputs)
+    protocol: Protocol = Protocol()
+    nets: Networks = Networks()
+    world_model: WorldModelLoss = WorldModelLoss()
+    behavior: Behavior = Behavior()
+    optim: Optimisers = Optimisers()
+    eval: Evaluation = Evaluation()
+
     # ------------------------------------------------------------------ derived
     @property
     def meta_length(self) -> int:
         """T = N * L transitions per meta-episode (a stored meta-episode has T + 1 entries)."""
-        return self.num_episodes * self.episode_length
+        return self.protocol.num_episodes * self.protocol.episode_length
 
     @property
     def has_ramp(self) -> bool:
-        return self.mamba and self.initial_wm_horizon < self.meta_length
+        """MAMBA with a growing world-model horizon (H0 < T)."""
+        return self.mamba and self.world_model.initial_wm_horizon < self.meta_length
 
     @property
     def has_exploration_bonus(self) -> bool:
         """The optional ensemble-disagreement bonus (mamba_jax/explore.py) is on."""
-        return self.expl_scale > 0
+        return self.behavior.expl_scale != 0
 
+    # ------------------------------------------------------------------ construction
     def replace(self, **overrides) -> "Config":
-        """A copy with fields changed (not validated; call `.validate()` or use get_config)."""
-        _check_field_names(overrides)
-        return dataclasses.replace(self, **overrides)
+        """A copy with fields changed, named alone (`units=64`), dotted (`**{"nets.units": 64}`) or as
+        whole groups (`nets=Networks(...)`). Not validated: call `.validate()` or use get_config."""
+        top, groups = {}, {}
+        for key, value in overrides.items():
+            if key in TOP_LEVEL or key in GROUPS:
+                top[key] = value
+                continue
+            group, _, name = key.rpartition(".")
+            if name not in GROUP_OF or group not in ("", GROUP_OF[name]):
+                raise ValueError(_unknown_field_message(key))
+            groups.setdefault(GROUP_OF[name], {})[name] = value
+        new = dataclasses.replace(self, **top)
+        changed = {g: dataclasses.replace(getattr(new, g), **v) for g, v in groups.items()}
+        return dataclasses.replace(new, **changed)
+
+    def to_dict(self) -> dict:
+        """The nested dict of every field (JSON-ready): {"name", "env", "mamba", "protocol": {...}, ...}."""
+        return dataclasses.asdict(self)
+
+    def flat(self) -> dict:
+        """{"name": ..., "protocol.num_episodes": ..., ...}: every field under its dotted name."""
+        return flatten(self.to_dict())
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "Config":
+        """A Config from `to_dict()`'s nested dict, or from the flat dict that runs saved before the
+        fields were grouped (their run.json / checkpoints). Renamed fields are mapped (RENAMED); a
+        removed option (REMOVED) is accepted only at its "off" value, otherwise a ValueError names it.
+        Not validated."""
+        flat_values = {}
+        for key, value in data.items():
+            if key in GROUPS and isinstance(value, dict):
+                flat_values.update(value)
+            else:
+                flat_values[key] = value
+        removed_on = {k: v for k, v in flat_values.items() if k in REMOVED and v != REMOVED[k]}
+        if removed_on:
+            raise ValueError(
+                "this config uses option(s) removed from the library: "
+                + ", ".join(f"{k}={v!r}" for k, v in sorted(removed_on.items()))
+                + "; docs/learning_checks.md names the commit at which they last existed")
+        values = {RENAMED.get(k, k): v for k, v in flat_values.items() if k not in REMOVED}
+        return cls().replace(**values)
 
     # ------------------------------------------------------------------ validation
     def validate(self) -> "Config":
         """Raises ValueError naming the offending field and what is allowed; returns self."""
-        positive_ints = (
-            "num_episodes episode_length env_steps batch_size prefill num_envs replay_capacity "
-            "eval_tasks eval_every final_eval_tasks window_length initial_wm_horizon horizon_buckets "
-            "units enc_layers cnn_depth deter hidden stoch classes head_layers head_units imag_horizon "
-            "expl_members"
-        ).split()
-        for f in positive_ints:
-            v = getattr(self, f)
-            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
-                raise ValueError(f"Config.{f}={v!r}: allowed: an integer >= 1")
-        for f in ("recon_subsample", "imag_starts_per_seq"):
-            v = getattr(self, f)
+        p, n, w, b = self.protocol, self.nets, self.world_model, self.behavior
+        for group in GROUPS:
+            if not isinstance(getattr(self, group), GROUPS[group]):
+                raise ValueError(f"Config.{group} must be a {GROUPS[group].__name__}, got {getattr(self, group)!r}")
+        positive_ints = {
+            "protocol": "num_episodes episode_length env_steps batch_size prefill num_envs replay_capacity window_length",
+            "nets": "units enc_layers cnn_depth deter hidden stoch classes head_layers head_units",
+            "world_model": "initial_wm_horizon num_horizon_buckets",
+            "behavior": "imag_horizon expl_members",
+            "eval": "eval_tasks eval_every final_eval_tasks",
+        }
+        for group, names in positive_ints.items():
+            for f in names.split():
+                v = getattr(getattr(self, group), f)
+                if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+                    raise ValueError(f"Config.{group}.{f}={v!r}: allowed: an integer >= 1")
+        for group, f in (("world_model", "recon_subsample"), ("behavior", "imag_starts_per_seq")):
+            v = getattr(getattr(self, group), f)
             if not isinstance(v, int) or isinstance(v, bool) or not (v == -1 or v >= 1):
-                raise ValueError(f"Config.{f}={v!r}: allowed: an integer >= 1, or -1 for every step")
-        positive_floats = (
-            "train_ratio wm_lr wm_eps wm_clip actor_lr actor_eps actor_clip critic_lr critic_eps "
-            "critic_clip layer_norm_eps retnorm_max_inv"
-        ).split()
-        for f in positive_floats:
-            v = getattr(self, f)
-            if not v > 0:
-                raise ValueError(f"Config.{f}={v!r}: allowed: a number > 0")
-        non_negative = (
-            "free_bits kl_dyn_scale kl_rep_scale dec_scale reward_scale cont_scale entropy_scale "
-            "slow_critic_scale"
-        ).split()
-        for f in non_negative:
-            v = getattr(self, f)
-            if not v >= 0:
-                raise ValueError(f"Config.{f}={v!r}: allowed: a number >= 0")
-        if isinstance(self.expl_scale, bool) or not (isinstance(self.expl_scale, (int, float))
-                                                     and math.isfinite(self.expl_scale) and self.expl_scale >= 0):
-            raise ValueError(f"Config.expl_scale={self.expl_scale!r}: allowed: a finite number >= 0 (0: off, > 0: the "
-                             "weight of the exploration bonus)")
+                raise ValueError(f"Config.{group}.{f}={v!r}: allowed: an integer >= 1, or -1 for every step")
+        positive_floats = {
+            "protocol": "train_ratio",
+            "nets": "layer_norm_eps",
+            "behavior": "retnorm_max_inv",
+            "optim": " ".join(f.name for f in dataclasses.fields(Optimisers)),
+        }
+        for group, names in positive_floats.items():
+            for f in names.split():
+                v = getattr(getattr(self, group), f)
+                if not _is_number(v) or not v > 0:
+                    raise ValueError(f"Config.{group}.{f}={v!r}: allowed: a number > 0")
+        non_negative = {
+            "world_model": "free_bits kl_dyn_scale kl_rep_scale dec_scale reward_scale cont_scale",
+            "behavior": "entropy_scale slow_critic_scale",
+        }
+        for group, names in non_negative.items():
+            for f in names.split():
+                v = getattr(getattr(self, group), f)
+                if not _is_number(v) or not v >= 0:
+                    raise ValueError(f"Config.{group}.{f}={v!r}: allowed: a number >= 0")
+        if not _is_number(b.expl_scale) or not (math.isfinite(b.expl_scale) and b.expl_scale >= 0):
+            raise ValueError(f"Config.behavior.expl_scale={b.expl_scale!r}: allowed: a finite number >= 0 "
+                             "(0: off, > 0: the disagreement bonus)")
         for f in ("gamma", "slow_critic_rate", "retnorm_rate"):
-            v = getattr(self, f)
-            if not 0 < v <= 1:
-                raise ValueError(f"Config.{f}={v!r}: allowed: 0 < value <= 1")
-        if not 0 <= self.lam <= 1:
-            raise ValueError(f"Config.lam={self.lam!r}: allowed: 0 <= lam <= 1")
-        if not 0 <= self.unimix < 1:
-            raise ValueError(f"Config.unimix={self.unimix!r}: allowed: 0 <= unimix < 1")
-        if not 0 <= self.retnorm_low < self.retnorm_high <= 100:
-            raise ValueError(
-                f"Config.retnorm_low/high={self.retnorm_low}/{self.retnorm_high}: "
-                "allowed: 0 <= low < high <= 100 (percentiles)"
-            )
-        if not 0 < self.actor_min_std < self.actor_max_std:
-            raise ValueError(
-                f"Config.actor_min_std/max_std={self.actor_min_std}/{self.actor_max_std}: "
-                "allowed: 0 < min_std < max_std"
-            )
-        if not isinstance(self.bins, int) or self.bins < 2 or not self.bin_low < self.bin_high:
-            raise ValueError(
-                f"Config.bins={self.bins!r}, bin_low={self.bin_low}, bin_high={self.bin_high}: "
-                "allowed: bins an integer >= 2 and bin_low < bin_high"
-            )
-        if self.wm_horizon_ramp_steps < 0:
-            raise ValueError(f"Config.wm_horizon_ramp_steps={self.wm_horizon_ramp_steps}: allowed: >= 0")
+            v = getattr(b, f)
+            if not _is_number(v) or not 0 < v <= 1:
+                raise ValueError(f"Config.behavior.{f}={v!r}: allowed: 0 < value <= 1")
+        if not 0 <= b.lam <= 1:
+            raise ValueError(f"Config.behavior.lam={b.lam!r}: allowed: 0 <= lam <= 1")
+        if not 0 <= n.unimix < 1:
+            raise ValueError(f"Config.nets.unimix={n.unimix!r}: allowed: 0 <= unimix < 1")
+        if not 0 <= b.retnorm_low < b.retnorm_high <= 100:
+            raise ValueError(f"Config.behavior.retnorm_low/high={b.retnorm_low}/{b.retnorm_high}: "
+                             "allowed: 0 <= low < high <= 100 (percentiles)")
+        if not 0 < b.actor_min_std < b.actor_max_std:
+            raise ValueError(f"Config.behavior.actor_min_std/max_std={b.actor_min_std}/{b.actor_max_std}: "
+                             "allowed: 0 < min_std < max_std")
+        if not isinstance(n.bins, int) or n.bins < 2 or not n.bin_low < n.bin_high:
+            raise ValueError(f"Config.nets.bins={n.bins!r}, bin_low={n.bin_low}, bin_high={n.bin_high}: "
+                             "allowed: bins an integer >= 2 and bin_low < bin_high")
+        if not isinstance(w.wm_horizon_ramp_steps, int) or w.wm_horizon_ramp_steps < 0:
+            raise ValueError(f"Config.world_model.wm_horizon_ramp_steps={w.wm_horizon_ramp_steps!r}: "
+                             "allowed: an integer >= 0")
         T = self.meta_length
-        if self.initial_wm_horizon > T:
+        if w.initial_wm_horizon > T:
             raise ValueError(
-                f"Config.initial_wm_horizon={self.initial_wm_horizon} exceeds the meta-episode length "
-                f"T = num_episodes * episode_length = {T}; allowed: 1 <= initial_wm_horizon <= {T}"
-            )
-        if self.mamba and self.initial_wm_horizon < T and self.wm_horizon_ramp_steps <= 0:
+                f"Config.world_model.initial_wm_horizon={w.initial_wm_horizon} exceeds the meta-episode length "
+                f"T = num_episodes * episode_length = {T}; allowed: 1 <= initial_wm_horizon <= {T}")
+        if self.mamba and w.initial_wm_horizon < T and w.wm_horizon_ramp_steps <= 0:
             raise ValueError(
-                f"Config.initial_wm_horizon={self.initial_wm_horizon} < T={T} needs a ramp: set "
+                f"Config.world_model.initial_wm_horizon={w.initial_wm_horizon} < T={T} needs a ramp: set "
                 "wm_horizon_ramp_steps (env steps at which the horizon reaches T) to a value > 0, "
-                f"or initial_wm_horizon={T} for no schedule"
-            )
-        if not self.mamba and not 2 <= self.window_length <= T + 1:
+                f"or initial_wm_horizon={T} for no schedule")
+        if not self.mamba and not 2 <= p.window_length <= T + 1:
             raise ValueError(
-                f"Config.window_length={self.window_length}: the baseline cuts windows from stored "
-                f"meta-episodes of T + 1 = {T + 1} entries; allowed: 2 <= window_length <= {T + 1}"
-            )
-        if self.replay_capacity < self.prefill:
-            raise ValueError(
-                f"Config.replay_capacity={self.replay_capacity} < prefill={self.prefill}: the prefill "
-                "would not fit; allowed: replay_capacity >= prefill"
-            )
-        if self.replay_capacity < self.num_envs:
-            raise ValueError(
-                f"Config.replay_capacity={self.replay_capacity} < num_envs={self.num_envs}: one "
-                "collection round would not fit; allowed: replay_capacity >= num_envs"
-            )
-        for f in ("mamba", "reward_from_deter"):
-            if not isinstance(getattr(self, f), bool):
-                raise ValueError(f"Config.{f}={getattr(self, f)!r}: allowed: True or False")
+                f"Config.protocol.window_length={p.window_length}: the baseline cuts windows from stored "
+                f"meta-episodes of T + 1 = {T + 1} entries; allowed: 2 <= window_length <= {T + 1}")
+        if p.replay_capacity < p.prefill:
+            raise ValueError(f"Config.protocol.replay_capacity={p.replay_capacity} < prefill={p.prefill}: the "
+                             "prefill would not fit; allowed: replay_capacity >= prefill")
+        if p.replay_capacity < p.num_envs:
+            raise ValueError(f"Config.protocol.replay_capacity={p.replay_capacity} < num_envs={p.num_envs}: one "
+                             "collection round would not fit; allowed: replay_capacity >= num_envs")
+        for name, v in (("mamba", self.mamba), ("world_model.reward_from_deter", w.reward_from_deter)):
+            if not isinstance(v, bool):
+                raise ValueError(f"Config.{name}={v!r}: allowed: True or False")
         _check_env_name(self.env)
         return self
 
 
-def _check_field_names(overrides: dict) -> None:
-    names = {f.name for f in dataclasses.fields(Config)}
-    unknown = sorted(set(overrides) - names)
-    if unknown:
-        raise ValueError(f"unknown Config field(s) {unknown}; allowed: {', '.join(sorted(names))}")
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def flatten(tree: dict, prefix: str = "") -> dict:
+    """{"a": {"b": 1}, "c": 2} -> {"a.b": 1, "c": 2}."""
+    out = {}
+    for k, v in tree.items():
+        if isinstance(v, dict) and v:
+            out.update(flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def field_values(data: dict) -> dict:
+    """{field name: value} of a saved config dict, nested (`Config.to_dict()`) or the flat dict of runs
+    saved before the fields were grouped; old names stay as they were saved (no validation: for
+    reading the records of any run, e.g. in experiments.summarize)."""
+    return {key.rsplit(".", 1)[-1]: value for key, value in flatten(data).items()}
+
+
+def _unknown_field_message(key: str) -> str:
+    if key in RENAMED:
+        return f"Config field {key!r} is now {RENAMED[key]!r}"
+    if key in REMOVED:
+        return (f"Config field {key!r} was removed from the library (docs/learning_checks.md names the commit at "
+                "which it last existed)")
+    allowed = sorted(TOP_LEVEL + tuple(GROUP_OF))
+    return f"unknown Config field {key!r}; allowed: {', '.join(allowed)} (or GROUP.FIELD)"
 
 
 def _check_env_name(name: str) -> None:
-    try:
-        import envs  # local import: the agent does not otherwise depend on the env package
-    except ImportError:  # pragma: no cover - envs is part of this repository
-        return
+    import envs  # here: the agent does not otherwise depend on the env package
+
     if name not in envs.NAMES:
         raise ValueError(f"Config.env={name!r}: unknown environment; allowed: {', '.join(envs.NAMES)}")
 
 
-def _capacity(T: int) -> int:
-    """Replay capacity in meta-episodes for the reference's 1e6 transitions."""
-    return max(1_000_000 // T, 25)
-
-
-def _preset(name, env, N, L, steps, ratio, h_im, h0, ramp, enc_layers, lrs, **extra) -> Config:
-    T = N * L
+# ------------------------------------------------------------------------------ presets
+def _paper_preset(name: str, env: str, *, num_episodes: int, episode_length: int, env_steps: float,
+                  train_ratio: float, imag_horizon: int, initial_wm_horizon: int, wm_horizon_ramp_steps: float,
+                  enc_layers: int, lrs: tuple[float, float, float], **overrides) -> Config:
+    """A preset of the paper's table (docs/algorithm.md): the reference's replay of 1e6 transitions and
+    20 evaluations per run."""
+    T = num_episodes * episode_length
+    steps = int(env_steps)
     return Config(
         name=name,
         env=env,
-        num_episodes=N,
-        episode_length=L,
-        env_steps=int(steps),
-        train_ratio=ratio,
-        imag_horizon=h_im,
-        initial_wm_horizon=h0,
-        wm_horizon_ramp_steps=int(ramp),
-        enc_layers=enc_layers,
-        wm_lr=lrs[0],
-        actor_lr=lrs[1],
-        critic_lr=lrs[2],
-        replay_capacity=_capacity(T),
-        eval_every=max(int(steps) // 20, T),
-        **extra,
-    )
+        protocol=Protocol(num_episodes=num_episodes, episode_length=episode_length, env_steps=steps,
+                          train_ratio=train_ratio, replay_capacity=max(1_000_000 // T, 25)),
+        nets=Networks(enc_layers=enc_layers),
+        world_model=WorldModelLoss(initial_wm_horizon=initial_wm_horizon,
+                                   wm_horizon_ramp_steps=int(wm_horizon_ramp_steps)),
+        behavior=Behavior(imag_horizon=imag_horizon),
+        optim=Optimisers(wm_lr=lrs[0], actor_lr=lrs[1], critic_lr=lrs[2]),
+        eval=Evaluation(eval_every=max(steps // 20, T)),
+    ).replace(**overrides)
 
 
-_SMALL_LR = (1e-4, 3e-5, 3e-5)
-_LARGE_LR = (2e-4, 6e-5, 6e-5)
+SMALL_LRS = (1e-4, 3e-5, 3e-5)  # world model, actor, critic
+LARGE_LRS = (2e-4, 6e-5, 6e-5)
 
 PRESETS: dict[str, Config] = {
-    # The paper's settings per environment (real env steps).
-    "point_robot": _preset("point_robot", "point_robot", 3, 100, 1e6, 0.01, 2, 300, 0, 4, _SMALL_LR),
-    "point_robot_wind": _preset("point_robot_wind", "point_robot_wind", 3, 100, 1e6, 0.2, 10, 300, 0, 4, _SMALL_LR),
-    "escape_room": _preset("escape_room", "escape_room", 2, 60, 2e6, 0.2, 10, 120, 0, 4, _SMALL_LR),
-    "rooms": _preset("rooms", "rooms", 1, 100, 3e6, 0.1, 2, 50, 2.5e6, 4, _SMALL_LR, eval_tasks=100),
+    # The paper's table, in real env steps.
+    "point_robot": _paper_preset(
+        "point_robot", "point_robot", num_episodes=3, episode_length=100, env_steps=1e6, train_ratio=0.01,
+        imag_horizon=2, initial_wm_horizon=300, wm_horizon_ramp_steps=0, enc_layers=4, lrs=SMALL_LRS),
+    "point_robot_wind": _paper_preset(
+        "point_robot_wind", "point_robot_wind", num_episodes=3, episode_length=100, env_steps=1e6,
+        train_ratio=0.2, imag_horizon=10, initial_wm_horizon=300, wm_horizon_ramp_steps=0, enc_layers=4,
+        lrs=SMALL_LRS),
+    "escape_room": _paper_preset(
+        "escape_room", "escape_room", num_episodes=2, episode_length=60, env_steps=2e6, train_ratio=0.2,
+        imag_horizon=10, initial_wm_horizon=120, wm_horizon_ramp_steps=0, enc_layers=4, lrs=SMALL_LRS),
+    "rooms": _paper_preset(
+        "rooms", "rooms", num_episodes=1, episode_length=100, env_steps=3e6, train_ratio=0.1, imag_horizon=2,
+        initial_wm_horizon=50, wm_horizon_ramp_steps=2.5e6, enc_layers=4, lrs=SMALL_LRS, eval_tasks=100),
     # Not in the paper's table: rooms with N = 3 (meta-learning proper); ramp 50 -> 300 by 2.5M.
-    "rooms_meta": _preset("rooms_meta", "rooms_meta", 3, 100, 3e6, 0.1, 2, 50, 2.5e6, 4, _SMALL_LR, eval_tasks=100),
-    "reacher": _preset("reacher", "reacher", 3, 300, 10e6, 0.03, 10, 50, 2.5e6, 2, _LARGE_LR),
-    "reacher_pixels": _preset("reacher_pixels", "reacher_pixels", 3, 300, 15e6, 0.06, 10, 50, 2.5e6, 2, _LARGE_LR),
-    "humanoid_dir": _preset("humanoid_dir", "humanoid_dir", 2, 200, 15e6, 0.03, 10, 50, 7.5e6, 2, _LARGE_LR),
-    # Point robot with networks small enough for a 2-core CPU (same env and protocol). It affords
-    # ~10^4 updates instead of DreamerV3's ~10^6, so the learning rates are raised (the critic's
-    # most: with 3e-5 its values were still 10x below their targets after 5k updates) and H_im = 10
-    # (as for point_robot_wind) propagates sparse rewards 5x faster; docs/learning_checks.md. Its
-    # plateau at ~0.3 of the Bayes return is a coverage failure (third round there); the
-    # reconstruction losses on every step (recon_subsample = -1) helped one seed but not 3 seeds.
-    "point_robot_cpu": _preset(
-        "point_robot_cpu", "point_robot", 3, 100, 6e5, 0.04, 10, 300, 0, 2, (3e-4, 1e-4, 3e-4),
-        units=64, deter=64, hidden=32, stoch=8, classes=8, head_units=128,
-        recon_subsample=32, imag_starts_per_seq=16,
-    ),
+    "rooms_meta": _paper_preset(
+        "rooms_meta", "rooms_meta", num_episodes=3, episode_length=100, env_steps=3e6, train_ratio=0.1,
+        imag_horizon=2, initial_wm_horizon=50, wm_horizon_ramp_steps=2.5e6, enc_layers=4, lrs=SMALL_LRS,
+        eval_tasks=100),
+    "reacher": _paper_preset(
+        "reacher", "reacher", num_episodes=3, episode_length=300, env_steps=10e6, train_ratio=0.03,
+        imag_horizon=10, initial_wm_horizon=50, wm_horizon_ramp_steps=2.5e6, enc_layers=2, lrs=LARGE_LRS),
+    "reacher_pixels": _paper_preset(
+        "reacher_pixels", "reacher_pixels", num_episodes=3, episode_length=300, env_steps=15e6,
+        train_ratio=0.06, imag_horizon=10, initial_wm_horizon=50, wm_horizon_ramp_steps=2.5e6, enc_layers=2,
+        lrs=LARGE_LRS),
+    "humanoid_dir": _paper_preset(
+        "humanoid_dir", "humanoid_dir", num_episodes=2, episode_length=200, env_steps=15e6, train_ratio=0.03,
+        imag_horizon=10, initial_wm_horizon=50, wm_horizon_ramp_steps=7.5e6, enc_layers=2, lrs=LARGE_LRS),
+    # The point robot with networks small enough for a 2-core CPU (same env and protocol). It affords
+    # ~10^4 updates instead of DreamerV3's ~10^6, so the learning rates are raised (the critic's most)
+    # and H_im = 10 (as for point_robot_wind) propagates sparse rewards 5x faster
+    # (docs/learning_checks.md says what each change bought).
+    "point_robot_cpu": _paper_preset(
+        "point_robot_cpu", "point_robot", num_episodes=3, episode_length=100, env_steps=6e5, train_ratio=0.04,
+        imag_horizon=10, initial_wm_horizon=300, wm_horizon_ramp_steps=0, enc_layers=2, lrs=(3e-4, 1e-4, 3e-4),
+        units=64, deter=64, hidden=32, stoch=8, classes=8, head_units=128, recon_subsample=32,
+        imag_starts_per_seq=16),
     # Tiny networks and a short meta-episode with a ramp, for tests: compiles in seconds.
     "debug": Config(
-        name="debug", env="point_robot", num_episodes=2, episode_length=10, env_steps=2_000,
-        train_ratio=0.1, batch_size=4, prefill=2, num_envs=2, replay_capacity=16, eval_tasks=2,
-        eval_every=400, final_eval_tasks=4, window_length=8, initial_wm_horizon=8,
-        wm_horizon_ramp_steps=1_000, horizon_buckets=2, recon_subsample=8, imag_starts_per_seq=4,
-        units=32, enc_layers=1, cnn_depth=4, deter=32, hidden=16, stoch=4, classes=4,
-        head_layers=1, head_units=32, imag_horizon=3,
+        name="debug",
+        env="point_robot",
+        protocol=Protocol(num_episodes=2, episode_length=10, env_steps=2_000, train_ratio=0.1, batch_size=4,
+                          prefill=2, num_envs=2, replay_capacity=16, window_length=8),
+        nets=Networks(units=32, enc_layers=1, cnn_depth=4, deter=32, hidden=16, stoch=4, classes=4,
+                      head_layers=1, head_units=32),
+        world_model=WorldModelLoss(initial_wm_horizon=8, wm_horizon_ramp_steps=1_000, num_horizon_buckets=2,
+                                   recon_subsample=8),
+        behavior=Behavior(imag_starts_per_seq=4, imag_horizon=3),
+        eval=Evaluation(eval_tasks=2, eval_every=400, final_eval_tasks=4),
     ),
 }
 
 
 def get_config(preset: str, **overrides) -> Config:
-    """The named preset with `overrides` applied, validated.
+    """The named preset with `overrides` (field names, see Config.replace) applied, validated.
 
     Raises ValueError for an unknown preset (listing the allowed names), an unknown field,
     or an invalid value.
@@ -319,53 +455,3 @@ def get_config(preset: str, **overrides) -> Config:
     if preset not in PRESETS:
         raise ValueError(f"unknown preset {preset!r}; allowed: {', '.join(PRESETS)}")
     return PRESETS[preset].replace(**overrides).validate()
-
-
-# ---------------------------------------------------------------------- horizon schedule
-def wm_horizon(config: Config, steps) -> jnp.ndarray:
-    """H_wm(steps) = min(ceil(H0 + steps * (T - H0) / R), T), exactly, as an int32 array.
-
-    Jittable in `steps` (an int array or Python int). Exact integer arithmetic: with
-    g = gcd(T - H0, R), D = (T - H0) / g and R' = R / g, and s = clip(steps, 0, R),
-    steps * (T - H0) / R = (s // R') * D + (s % R') * D / R'. For the baseline
-    (mamba=False) and for H0 == T it is the constant T.
-    """
-    import jax.numpy as jnp  # here, not at the top: launchers import this module before JAX
-
-    T, h0, ramp = config.meta_length, config.initial_wm_horizon, config.wm_horizon_ramp_steps
-    if not config.has_ramp:
-        return jnp.asarray(T, jnp.int32)
-    g = math.gcd(T - h0, ramp)
-    d, r = (T - h0) // g, ramp // g
-    if r * d >= 2**31:  # would overflow int32: fall back to float32 (off by one at most)
-        x = jnp.clip(jnp.asarray(steps, jnp.float32), 0, ramp)
-        return jnp.minimum(jnp.ceil(h0 + x * ((T - h0) / ramp)), T).astype(jnp.int32)
-    s = jnp.clip(jnp.asarray(steps, jnp.int32), 0, ramp)
-    q, rem = s // r, s % r
-    h = h0 + q * d + (rem * d + r - 1) // r
-    return jnp.minimum(h, T).astype(jnp.int32)
-
-
-def horizon_buckets(config: Config) -> tuple[int, ...]:
-    """The static sequence lengths (in transitions) that the update is compiled for.
-
-    MAMBA with a ramp: H0 + ceil(k * (T - H0) / K) for k = 1..K (K = horizon_buckets),
-    so bucket k covers horizons in (previous length, its length]; its last one is T.
-    MAMBA without a ramp: (T,). Baseline: (window_length - 1,).
-    """
-    T, h0 = config.meta_length, config.initial_wm_horizon
-    if not config.mamba:
-        return (config.window_length - 1,)
-    if not config.has_ramp:
-        return (T,)
-    k = config.horizon_buckets
-    lengths = sorted({h0 + -(-(i * (T - h0)) // k) for i in range(1, k + 1)})
-    return tuple(lengths)
-
-
-def bucket_index(config: Config, h_wm) -> jnp.ndarray:
-    """Index of the smallest bucket length >= h_wm (int32, jittable)."""
-    import jax.numpy as jnp
-
-    lengths = jnp.asarray(horizon_buckets(config), jnp.int32)
-    return jnp.sum(lengths < jnp.asarray(h_wm, jnp.int32)).astype(jnp.int32)

@@ -1,12 +1,12 @@
 """The evaluation protocol (spec section 5).
 
-* A fixed set of `config.eval_tasks` evaluation tasks per run: the envs are reset with keys
+* A fixed set of `config.eval.eval_tasks` evaluation tasks per run: the envs are reset with keys
   split from the run's `eval_key` (drawn once, stored in the TrainState, checkpointed), so the
   same tasks (and the same initial states) are used at every evaluation and after a resume.
 * Deterministic policy (actor mode; the latent is still sampled), one meta-episode per task.
   Reported: the mean over tasks of the meta-episode return and of the return of each
   episode index 1..N (`eval/return`, `eval/return_episode_i`).
-* Final test: `config.final_eval_tasks` (1000) fresh tasks, from keys that never serve as
+* Final test: `config.eval.final_eval_tasks` (1000) fresh tasks, from keys that never serve as
   evaluation tasks, run in blocks of `eval_tasks` with the same compiled function.
 * Returns are also reported as a fraction of the Bayes-reference policy's return
   (`eval/return_vs_bayes`), read from results/reference_returns.json when it holds the env with

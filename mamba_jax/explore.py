@@ -1,6 +1,6 @@
 """Optional exploration bonus: ensemble disagreement added to the imagined reward.
 
-Not part of MAMBA (off unless `config.expl_scale > 0`). Plan2Explore's intrinsic reward (Sekar et
+Not part of MAMBA (off unless `config.behavior.expl_scale > 0`). Plan2Explore's intrinsic reward (Sekar et
 al., 2020), as DreamerV3's code offers it: K small networks each predict, from a model state and
 the action taken in it, the posterior's latent distribution at the next step; where the replay
 holds no such transitions they disagree, and the actor is paid `expl_scale` times their
@@ -62,9 +62,9 @@ class Ensemble:
 
     @classmethod
     def create(cls, config: Config, feature_size: int, action_dim: int) -> "Ensemble":
-        out = config.stoch * config.classes
-        net = _Members(config.expl_members, config.head_layers, config.head_units, out, config.layer_norm_eps)
-        return cls(net, feature_size, action_dim, config.stoch, config.classes)
+        out = config.nets.stoch * config.nets.classes
+        net = _Members(config.behavior.expl_members, config.nets.head_layers, config.nets.head_units, out, config.nets.layer_norm_eps)
+        return cls(net, feature_size, action_dim, config.nets.stoch, config.nets.classes)
 
     def init(self, key: jax.Array) -> dict:
         return self.net.init(key, jnp.zeros((1, self.feature_size + self.action_dim)))

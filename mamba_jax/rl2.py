@@ -45,6 +45,11 @@ from gymnax.environments import spaces
 from mamba_jax import rollout as ro
 
 
+def _action_input(space, action):
+    """The previous action as the network's input: one-hot [..., n] (Discrete) or [..., A] float32."""
+    return ro.action_to_model(action, ro.action_dim(space), isinstance(space, spaces.Discrete))
+
+
 # ---------------------------------------------------------------------------------------------- config
 @dataclasses.dataclass(frozen=True)
 class RL2Config:
@@ -397,7 +402,7 @@ def make_train(config: RL2Config, env=None, env_params=None, chunk_updates: int 
             keep = lambda new, old: jnp.where(alive.reshape(alive.shape + (1,) * (new.ndim - 1)), new, old)
             nobs = {**jax.tree.map(keep, nobs, obs), "reward": reward}
             returns = returns + reward[:, None] * jax.nn.one_hot(info["reward_episode_index"], N)
-            carry = (h, ro.action_to_model(policy.space, env_action))
+            carry = (h, _action_input(policy.space, env_action))
             record = {"x": x, "is_first": first, "action": action, "logp": policy.log_prob(out, log_std, action),
                       "value": value, "reward": reward, "done": done, "mask": alive.astype(jnp.float32)}
             return (nobs, nstate, carry, alive & ~done, jnp.zeros_like(first), returns), record
@@ -475,7 +480,7 @@ def _evaluate(policy: Policy, env, env_params, params, reset_keys, key) -> dict:
         h, prev_action = reset_carry(carry, obs["is_first"])
         h, out, _, _ = policy.net.apply(params, h, network_input(obs, prev_action))
         env_action = policy.to_env(policy.mode(out))
-        return env_action, (h, ro.action_to_model(policy.space, env_action))
+        return env_action, (h, _action_input(policy.space, env_action))
 
     carry = policy.initial_carry(reset_keys.shape[0])
     _, stats = ro.rollout(env, env_params, policy_step, carry, reset_keys, key, record=False)

@@ -16,7 +16,7 @@
     _first_row    a new run: init (prefill) and the evaluation at the prefill's env steps
     _chunk_row    one chunk's metrics row (training summaries; `_evaluation` when due)
     _save         a checkpoint every `checkpoint_every` chunks and at the end
-    _final_test   config.final_eval_tasks fresh tasks (`final_test_returns`)
+    _final_test   config.eval.final_eval_tasks fresh tasks (`final_test_returns`)
 
 Failures a user meets raise ValueError with a one-line message that a launcher can print: a
 logdir that already holds a run (without resume=True), a resume under other settings (the
@@ -39,7 +39,7 @@ import numpy as np
 
 from mamba_jax import checkpoint as ckpt_lib
 from mamba_jax import evaluate as ev
-from mamba_jax.config import Config
+from mamba_jax.config import Config, flatten
 from mamba_jax.trainer import RunFunctions, TrainState, compile_run
 
 # Settings a resume may change: the trajectory of a seed does not depend on them (each iteration
@@ -77,10 +77,10 @@ def run(
     print_fn: Callable[[str], None] | None = None,
 ) -> dict:
     """Trains `num_seeds` seeds of `config` until `steps` real env steps (default
-    config.env_steps), in chunks of `chunk_iterations` iterations, evaluating every `eval_every`
-    env steps (default config.eval_every; evaluations happen between chunks, so at the first
+    config.protocol.env_steps), in chunks of `chunk_iterations` iterations, evaluating every `eval_every`
+    env steps (default config.eval.eval_every; evaluations happen between chunks, so at the first
     chunk boundary at or after each multiple) and at the end, checkpointing every
-    `checkpoint_every` chunks and at the end; then the final test on config.final_eval_tasks
+    `checkpoint_every` chunks and at the end; then the final test on config.eval.final_eval_tasks
     fresh tasks (LOGDIR/final_test.json).
 
     The default chunk length is ceil(eval_every / (num_envs * T)) iterations, so every chunk
@@ -113,7 +113,7 @@ def run(
 
     budget, eval_every, chunk_iterations = _arguments(config, num_seeds, steps, eval_every, checkpoint_every,
                                                       chunk_iterations)
-    env, env_params = envs.make(config.env, num_episodes=config.num_episodes, episode_length=config.episode_length)
+    env, env_params = envs.make(config.env, num_episodes=config.protocol.num_episodes, episode_length=config.protocol.episode_length)
     fns = _functions(config, env, env_params, num_seeds, chunk_iterations, agent, devices, functions)
     main_process = jax.process_index() == 0
     say = (print_fn or (lambda s: print(s, flush=True))) if main_process else (lambda s: None)
@@ -168,14 +168,14 @@ def run(
 def _arguments(config, num_seeds, steps, eval_every, checkpoint_every, chunk_iterations) -> tuple[int, int, int]:
     """(step budget, eval_every, chunk_iterations) with the defaults filled in; ValueError naming
     a bad argument."""
-    budget = int(config.env_steps if steps is None else steps)
-    eval_every = int(config.eval_every if eval_every is None else eval_every)
+    budget = int(config.protocol.env_steps if steps is None else steps)
+    eval_every = int(config.eval.eval_every if eval_every is None else eval_every)
     for name, value in (("num_seeds", num_seeds), ("steps", budget), ("eval_every", eval_every),
                         ("checkpoint_every", checkpoint_every)):
         if not isinstance(value, (int, np.integer)) or value < 1:
             raise ValueError(f"{name}={value!r}: allowed: an integer >= 1")
     if chunk_iterations is None:
-        steps_per_iteration = config.num_envs * config.meta_length
+        steps_per_iteration = config.protocol.num_envs * config.meta_length
         chunk_iterations = max(1, -(-eval_every // steps_per_iteration))  # ceil: every chunk evaluates
     return budget, eval_every, chunk_iterations
 
@@ -194,12 +194,12 @@ def _functions(config, env, env_params, num_seeds, chunk_iterations, agent, devi
 def _run_info(config, seed, num_seeds, chunk_iterations, fns: RunFunctions) -> dict:
     """The settings of the run (LOGDIR/run.json and every checkpoint's meta; compared on resume)."""
     return {
-        "config": dataclasses.asdict(config),
+        "config": config.to_dict(),
         "seed": seed,
         "num_seeds": num_seeds,
         "chunk_iterations": chunk_iterations,
         "updates_per_iteration": fns.trainer.updates_per_iteration,
-        "steps_per_iteration": config.num_envs * config.meta_length,
+        "steps_per_iteration": config.protocol.num_envs * config.meta_length,
         "mesh": dict(fns.mesh.shape),
     }
 
@@ -304,7 +304,7 @@ def _evaluation(fns: RunFunctions, state: TrainState, config, ref, prefix: str =
     """One evaluation on the run's fixed tasks (evaluate.py): prefix/return etc., from the
     train state alone (the tasks from its eval_key, the policy key from its env steps)."""
     eval_keys = to_host(state.eval_key)
-    reset = per_seed(ev.eval_reset_keys, eval_keys, config.eval_tasks)
+    reset = per_seed(ev.eval_reset_keys, eval_keys, config.eval.eval_tasks)
     policy = jax.vmap(ev.eval_policy_key)(eval_keys, to_host(state.env_steps))
     stats = to_host(fns.evaluate(state, jax.device_put(reset, fns.sharding), jax.device_put(policy, fns.sharding)))
     return ev.summarize(stats, prefix, ref)
@@ -323,17 +323,17 @@ def _final_test(fns, state, config, ref, env_steps: int, logger, say) -> dict:
     test["env_steps"] = env_steps
     if logger is not None:
         logger.write_json("final_test.json", test)
-    say(f"final test on {config.final_eval_tasks} tasks: return {test['test/return']:.4g} "
-        + " ".join(f"ep{i + 1} {test[f'test/return_episode_{i + 1}']:.4g}" for i in range(config.num_episodes)))
+    say(f"final test on {config.eval.final_eval_tasks} tasks: return {test['test/return']:.4g} "
+        + " ".join(f"ep{i + 1} {test[f'test/return_episode_{i + 1}']:.4g}" for i in range(config.protocol.num_episodes)))
     return test
 
 
 # ----------------------------------------------------------------------------- helpers
 def final_test_returns(fns: RunFunctions, state: TrainState, config, reference=None) -> dict:
-    """The final test: config.final_eval_tasks fresh tasks, in blocks of config.eval_tasks
+    """The final test: config.eval.final_eval_tasks fresh tasks, in blocks of config.eval.eval_tasks
     through the evaluation function already compiled (the last block is cut to size)."""
-    block = config.eval_tasks
-    blocks = -(-config.final_eval_tasks // block)
+    block = config.eval.eval_tasks
+    blocks = -(-config.eval.final_eval_tasks // block)
     eval_keys = to_host(state.eval_key)
     reset = per_seed(ev.test_reset_keys, eval_keys, blocks * block)  # [seeds, blocks * E, 2]
     policy = jax.vmap(ev.eval_policy_key)(eval_keys, to_host(state.env_steps))
@@ -343,9 +343,9 @@ def final_test_returns(fns: RunFunctions, state: TrainState, config, reference=N
         out = fns.evaluate(state, jax.device_put(reset[:, b * block:(b + 1) * block], fns.sharding),
                            jax.device_put(keys, fns.sharding))
         parts.append(to_host(out))
-    stats = {k: np.concatenate([p[k] for p in parts], axis=1)[:, : config.final_eval_tasks] for k in parts[0]}
+    stats = {k: np.concatenate([p[k] for p in parts], axis=1)[:, : config.eval.final_eval_tasks] for k in parts[0]}
     summary = ev.summarize(stats, "test", reference)
-    summary["test/num_tasks"] = config.final_eval_tasks
+    summary["test/num_tasks"] = config.eval.final_eval_tasks
     return summary
 
 
@@ -436,31 +436,16 @@ def _start_metrics_from(source: str, logdir: str, max_env_steps: int) -> None:
 _ABSENT = "(absent)"
 
 
-def flatten(tree: dict, prefix: str = "") -> dict:
-    """{"a.b": 1, "c": 2} of {"a": {"b": 1}, "c": 2}: nested dicts as dotted keys."""
-    flat = {}
-    for key, value in tree.items():
-        if isinstance(value, dict) and value:
-            flat.update(flatten(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
-
-
 def changed_config_fields(saved: dict, current: dict) -> list[tuple[str, Any, Any]]:
-    """[("config.FIELD", saved value, current value), ...] (sorted by name) of the Config fields
-    that differ between a saved run's config and this run's (dicts as in run.json; nested dicts,
-    as of grouped configs, compared field by field under dotted names), the step budget
-    (env_steps) aside. A field missing from the saved config (added to Config after the checkpoint
-    was written) counts as its default; one missing on either side otherwise shows as "(absent)"."""
-    defaults = flatten(_json(dataclasses.asdict(Config())))
-    saved, current = flatten(_json(saved)), flatten(_json(current))
-    changes = []
-    for name in sorted(set(saved) | set(current)):
-        old, new = saved.get(name, defaults.get(name, _ABSENT)), current.get(name, _ABSENT)
-        if name.rsplit(".", 1)[-1] != "env_steps" and old != new:
-            changes.append((f"config.{name}", old, new))
-    return changes
+    """[("config.GROUP.FIELD", saved value, current value), ...] (sorted by name) of the Config fields
+    that differ between a saved run's config and this run's (dicts as in run.json), the step budget
+    (env_steps) aside. Both are read by `Config.from_dict`, so a config saved before the fields were
+    grouped compares field by field, and a field missing from it (added to Config after the
+    checkpoint was written) counts as its default; a removed option that was on raises a ValueError
+    naming it."""
+    saved, current = (flatten(_json(Config.from_dict(c).to_dict())) for c in (saved, current))
+    return [(f"config.{name}", saved[name], current[name]) for name in sorted(saved)
+            if name.rsplit(".", 1)[-1] != "env_steps" and saved[name] != current[name]]
 
 
 def check_resume(saved: dict, current: dict, fit_problems: Callable[[], list[str]] = lambda: []) -> list[str]:
@@ -468,7 +453,7 @@ def check_resume(saved: dict, current: dict, fit_problems: Callable[[], list[str
 
     Returns the names of the settings in RESUME_MAY_CHANGE that changed. Otherwise raises a
     ValueError (one line) naming the changed Config fields with their old and new values
-    ("config.units: 512 -> 256"), then the other changed settings, then the arrays whose shapes
+    ("config.nets.units: 512 -> 256"), then the other changed settings, then the arrays whose shapes
     differ (from `fit_problems()`, e.g. Checkpointer.fit_problems)."""
     saved, current = _json(saved), _json(current)
     config = changed_config_fields(saved["config"], current["config"])

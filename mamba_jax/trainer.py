@@ -9,7 +9,7 @@
     state = fns.init(keys)                             # keys [4, 2]: every leaf gains a seed axis
     state, summary = fns.train_chunk(state, np.int32(0))
 
-One *iteration* (spec section 4): collect one meta-episode in each of `config.num_envs` envs
+One *iteration* (spec section 4): collect one meta-episode in each of `config.protocol.num_envs` envs
 with the stochastic policy, insert them into replay (FIFO), set the agent's env-step counter,
 then run U updates, each on a fresh batch (MAMBA: B whole meta-episodes from entry 0;
 DreamerV3 baseline: B windows of `window_length` entries). U is static:
@@ -42,7 +42,7 @@ from jax.sharding import PartitionSpec as P
 
 from mamba_jax import replay as rb
 from mamba_jax import rollout as ro
-from mamba_jax.config import wm_horizon
+from mamba_jax.horizon import wm_horizon
 
 
 @struct.dataclass
@@ -81,7 +81,7 @@ class Trainer(NamedTuple):
 
 def updates_per_iteration(config) -> int:
     """U = max(1, round_half_up(train_ratio * num_envs * T / N))."""
-    exact = config.train_ratio * config.num_envs * config.meta_length / config.num_episodes
+    exact = config.protocol.train_ratio * config.protocol.num_envs * config.meta_length / config.protocol.num_episodes
     return max(1, int(math.floor(exact + 0.5)))
 
 
@@ -126,16 +126,16 @@ def make_train(config, env, env_params, chunk_iterations: int = 1, agent=None, m
             (the collecting envs and the training batch are sharded over it).
     """
     agent = _default_agent() if agent is None else agent
-    if (env_params.num_episodes, env_params.episode_length) != (config.num_episodes, config.episode_length):
+    if (env_params.num_episodes, env_params.episode_length) != (config.protocol.num_episodes, config.protocol.episode_length):
         raise ValueError(
             f"env params have N x L = {env_params.num_episodes} x {env_params.episode_length} but the config "
-            f"says {config.num_episodes} x {config.episode_length}; make the env with "
-            "envs.make(config.env, num_episodes=config.num_episodes, episode_length=config.episode_length)"
+            f"says {config.protocol.num_episodes} x {config.protocol.episode_length}; make the env with "
+            "envs.make(config.env, num_episodes=config.protocol.num_episodes, episode_length=config.protocol.episode_length)"
         )
     if not isinstance(chunk_iterations, int) or chunk_iterations < 1:
         raise ValueError(f"chunk_iterations must be an integer >= 1, got {chunk_iterations!r}")
     T = config.meta_length
-    num_envs = config.num_envs
+    num_envs = config.protocol.num_envs
     num_updates = updates_per_iteration(config)
     obs_space = env.observation_space(env_params)
     action_space = env.action_space(env_params)
@@ -144,9 +144,9 @@ def make_train(config, env, env_params, chunk_iterations: int = 1, agent=None, m
 
     def sample(replay, key):
         if config.mamba:
-            batch = rb.sample_episodes(replay, key, config.batch_size)
+            batch = rb.sample_episodes(replay, key, config.protocol.batch_size)
         else:
-            batch = rb.sample_windows(replay, key, config.batch_size, config.window_length)
+            batch = rb.sample_windows(replay, key, config.protocol.batch_size, config.protocol.window_length)
         return shard(batch)
 
     def collect(agent_state, key, deterministic: bool, reset_keys, record: bool = True):
@@ -166,10 +166,10 @@ def make_train(config, env, env_params, chunk_iterations: int = 1, agent=None, m
             env_params,
             ro.random_policy(action_space),
             (),
-            shard(jax.random.split(key_reset, config.prefill)),
+            shard(jax.random.split(key_reset, config.protocol.prefill)),
             key_prefill,
         )
-        replay = rb.add(rb.init(config.replay_capacity, spec), episodes)
+        replay = rb.add(rb.init(config.protocol.replay_capacity, spec), episodes)
         env_steps = stats["steps"].sum().astype(jnp.int32)
         return TrainState(
             agent=_set_env_steps(agent_state, env_steps),
@@ -196,7 +196,7 @@ def make_train(config, env, env_params, chunk_iterations: int = 1, agent=None, m
         agent_state, metrics = jax.lax.scan(update, agent_state, jax.random.split(key_update, num_updates))
         summary = {f"train/{k}": jnp.mean(v) for k, v in metrics.items()}
         summary["train/return"] = jnp.mean(stats["return"])
-        for i in range(config.num_episodes):
+        for i in range(config.protocol.num_episodes):
             summary[f"train/return_episode_{i + 1}"] = jnp.mean(stats["episode_returns"][:, i])
         state = TrainState(
             agent=agent_state,
@@ -215,7 +215,7 @@ def make_train(config, env, env_params, chunk_iterations: int = 1, agent=None, m
         it stays unbatched and lax.switch picks one horizon bucket (docs/api.md)."""
         if not config.mamba:
             return None
-        nominal = (config.prefill + iterations * num_envs) * T
+        nominal = (config.protocol.prefill + iterations * num_envs) * T
         return wm_horizon(config, nominal)
 
     def train_chunk(state: TrainState, iteration=None):
@@ -243,7 +243,7 @@ def make_train(config, env, env_params, chunk_iterations: int = 1, agent=None, m
         chunk_iterations=chunk_iterations,
         updates_per_iteration=num_updates,
         steps_per_iteration=num_envs * T,
-        prefill_steps=config.prefill * T,
+        prefill_steps=config.protocol.prefill * T,
     )
 
 

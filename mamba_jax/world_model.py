@@ -47,17 +47,17 @@ class WorldModel:
 
     @classmethod
     def create(cls, config: Config, spec: ObsSpec, action_dim: int) -> "WorldModel":
-        c, eps = config, config.layer_norm_eps
+        c, eps = config, config.nets.layer_norm_eps
         return cls(
-            encoder=Encoder(spec, c.enc_layers, c.units, c.cnn_depth, eps),
-            rssm=RSSM(c.deter, c.hidden, c.stoch, c.classes, c.unimix, eps),
-            decoder=Decoder(spec, c.enc_layers, c.units, c.cnn_depth, eps),
-            reward=Head(c.head_layers, c.head_units, c.bins, zero_init=True, eps=eps),
-            cont=Head(c.head_layers, c.head_units, 1, eps=eps),
+            encoder=Encoder(spec, c.nets.enc_layers, c.nets.units, c.nets.cnn_depth, eps),
+            rssm=RSSM(c.nets.deter, c.nets.hidden, c.nets.stoch, c.nets.classes, c.nets.unimix, eps),
+            decoder=Decoder(spec, c.nets.enc_layers, c.nets.units, c.nets.cnn_depth, eps),
+            reward=Head(c.nets.head_layers, c.nets.head_units, c.nets.bins, zero_init=True, eps=eps),
+            cont=Head(c.nets.head_layers, c.nets.head_units, 1, eps=eps),
             spec=spec,
             action_dim=action_dim,
-            reward_from_deter=c.reward_from_deter,
-            bins=(c.bins, c.bin_low, c.bin_high),
+            reward_from_deter=c.world_model.reward_from_deter,
+            bins=(c.nets.bins, c.nets.bin_low, c.nets.bin_high),
         )
 
     @property
@@ -135,14 +135,14 @@ def wm_loss(wm: WorldModel, params, batch: dict, key, h_wm, config: Config, gru_
     gru_input = post.pop("gru_input", None)
 
     mask = (jnp.arange(S)[None, :] <= h_wm).astype(jnp.float32) * jnp.ones((B, 1))
-    dyn, rep, kl = kl_losses(post["logits"], prior["logits"], config.free_bits)
+    dyn, rep, kl = kl_losses(post["logits"], prior["logits"], config.world_model.free_bits)
     dyn_loss, rep_loss = _masked_mean(dyn, mask), _masked_mean(rep, mask)
 
-    idx, weight = sample_times(k_rec, h_wm, B, S - 1, config.recon_subsample)
+    idx, weight = sample_times(k_rec, h_wm, B, S - 1, config.world_model.recon_subsample)
     feat = feature(gather_time(post, idx))
     obs_k = gather_time(obs, idx)
     dec_nll, per_key = decoder_loss(wm.decoder.apply(params["decoder"], feat), obs_k, wm.spec)
-    bins = dists.bins(config.bins, config.bin_low, config.bin_high)
+    bins = dists.bins(config.nets.bins, config.nets.bin_low, config.nets.bin_high)
     reward_k = gather_time(jnp.asarray(obs["reward"], jnp.float32), idx)
     rew_nll = -dists.twohot_log_prob(wm.reward_logits(params, feat), reward_k, bins)
     cont_target = 1.0 - gather_time(batch["is_terminal"], idx).astype(jnp.float32)
@@ -150,11 +150,11 @@ def wm_loss(wm: WorldModel, params, batch: dict, key, h_wm, config: Config, gru_
 
     dec_loss, rew_loss, cont_loss = (_masked_mean(x, weight) for x in (dec_nll, rew_nll, cont_nll))
     loss = (
-        config.dec_scale * dec_loss
-        + config.reward_scale * rew_loss
-        + config.cont_scale * cont_loss
-        + config.kl_dyn_scale * dyn_loss
-        + config.kl_rep_scale * rep_loss
+        config.world_model.dec_scale * dec_loss
+        + config.world_model.reward_scale * rew_loss
+        + config.world_model.cont_scale * cont_loss
+        + config.world_model.kl_dyn_scale * dyn_loss
+        + config.world_model.kl_rep_scale * rep_loss
     )
     metrics = {
         "wm/loss": loss,

@@ -33,8 +33,8 @@ def test_actor_loss_equals_the_plain_formula(debug_agent):
     c, st, start = debug_agent
     beh, wm, p = st.behavior, st.world_model, st.params
     n = start["deter"].shape[0]
-    bins = dists.bins(c.bins, c.bin_low, c.bin_high)
-    H = c.imag_horizon
+    bins = dists.bins(c.nets.bins, c.nets.bin_low, c.nets.bin_high)
+    H = c.behavior.imag_horizon
 
     def plain(actor_params, key):
         def policy_fn(state, k):
@@ -43,13 +43,13 @@ def test_actor_loss_equals_the_plain_formula(debug_agent):
         states, actions = imagine(prior_step(wm.rssm, p["wm"]["rssm"]), start, policy_fn, key, H)
         feat = feature(states)
         rewards = wm.reward_mean(p["wm"], feat, bins)  # all of r_0..r_H
-        disc = c.gamma * wm.cont_prob(p["wm"], feat)
+        disc = c.behavior.gamma * wm.cont_prob(p["wm"], feat)
         values = beh.value(p["critic"], feat, bins)
-        rets = B.lambda_returns(rewards, disc, values, c.lam)
+        rets = B.lambda_returns(rewards, disc, values, c.behavior.lam)
         _, scale = B.retnorm_update(st.retnorm, rets, c)
         adv = (rets - values[:, :H]) / scale
         _, ent = beh.log_prob_entropy(actor_params, sg(feat[:, :H]), sg(actions))  # the actor applied again
-        return -jnp.mean(B.return_weights(disc)[:, :H] * (adv + c.entropy_scale * ent))
+        return -jnp.mean(B.return_weights(disc)[:, :H] * (adv + c.behavior.entropy_scale * ent))
 
     def ours(actor_params, key):
         return B.actor_loss(actor_params, beh, wm, p["wm"], p["critic"], start, jnp.ones(n), st.retnorm, key)[0]
@@ -93,11 +93,11 @@ def test_actor_loss_imagines_with_the_world_models_img_step(debug_agent):
     @jax.jit
     def plain(p, start):
         policy_fn = lambda s, k: beh.sample(p["actor"], feature(s), k)  # noqa: E731
-        states, _ = imagine(functools.partial(shifted.img_step, p["wm"]), start, policy_fn, key, c.imag_horizon)
+        states, _ = imagine(functools.partial(shifted.img_step, p["wm"]), start, policy_fn, key, c.behavior.imag_horizon)
         return feature(states)
 
     got = trajectory(shifted, p, start)
     np.testing.assert_allclose(got, plain(p, start), rtol=1e-5, atol=1e-5)
     # the first step: same start and action, so deter differs by the shift exactly
     unshifted = trajectory(st.world_model, p, start)
-    np.testing.assert_allclose(got[:, 1, -c.deter:] - unshifted[:, 1, -c.deter:], 0.5, atol=1e-5)
+    np.testing.assert_allclose(got[:, 1, -c.nets.deter:] - unshifted[:, 1, -c.nets.deter:], 0.5, atol=1e-5)

@@ -28,14 +28,14 @@ def setup(collect_point_robot):
     env, params = envs.make(config.env, num_episodes=N, episode_length=L)
     spaces_ = (env.observation_space(params), env.action_space(params))
     state = mj.init(jax.random.PRNGKey(0), config, *spaces_)
-    batch = collect_point_robot(jax.random.PRNGKey(1), config.batch_size)
+    batch = collect_point_robot(jax.random.PRNGKey(1), config.protocol.batch_size)
     return config, spaces_, state, batch, jax.jit(mj.update)
 
 
 def _loss_of_parts(config, m):
     """The world-model loss as its metrics' weighted sum (the config's scales)."""
-    return (config.dec_scale * m["wm/dec"] + config.reward_scale * m["wm/reward"] + config.cont_scale * m["wm/cont"]
-            + config.kl_dyn_scale * m["wm/dyn"] + config.kl_rep_scale * m["wm/rep"])
+    return (config.world_model.dec_scale * m["wm/dec"] + config.world_model.reward_scale * m["wm/reward"] + config.world_model.cont_scale * m["wm/cont"]
+            + config.world_model.kl_dyn_scale * m["wm/dyn"] + config.world_model.kl_rep_scale * m["wm/rep"])
 
 
 def test_buckets_and_counters(setup):
@@ -48,7 +48,7 @@ def test_buckets_and_counters(setup):
     for m, s in ((m1, s1), (m2, s2)):
         np.testing.assert_allclose(m["wm/loss"], _loss_of_parts(config, m), rtol=1e-6)
         np.testing.assert_array_equal([m["retnorm/low"], m["retnorm/high"]], [s.retnorm.low, s.retnorm.high])
-        want = max(float(m["retnorm/high"]) - float(m["retnorm/low"]), config.retnorm_max_inv)
+        want = max(float(m["retnorm/high"]) - float(m["retnorm/low"]), config.behavior.retnorm_max_inv)
         np.testing.assert_allclose(m["retnorm/scale"], want, rtol=1e-6)
 
 
@@ -98,7 +98,7 @@ def test_actor_and_critic_steps_leave_world_model_alone(setup, wm_step):
     assert not np.isclose(m["actor/loss"], m2["actor/loss"]) and not np.isclose(m["critic/loss"], m2["critic/loss"])
     tree_allclose(new.params["wm"], new2.params["wm"], rtol=0, atol=0)
     _, want = wm_step(key)
-    tree_allclose(new.params["wm"], want, rtol=1e-6, atol=1e-3 * config.wm_lr)
+    tree_allclose(new.params["wm"], want, rtol=1e-6, atol=1e-3 * config.optim.wm_lr)
 
 
 def test_critic_targets_carry_no_gradient(setup):
@@ -162,7 +162,7 @@ def baseline(setup):
     state = mj.init(jax.random.PRNGKey(20), base, obs_space, spaces.Discrete(5))
     actions = jax.random.randint(jax.random.PRNGKey(21), batch["is_first"].shape, 0, 5)
     full = batch | {"action": mj.action_to_model(actions, 5, True)}
-    windows = jax.tree.map(lambda x: x[:, 3 : 3 + base.window_length], full)
+    windows = jax.tree.map(lambda x: x[:, 3 : 3 + base.protocol.window_length], full)
     return base, obs_space, state, windows, jax.jit(mj.update)
 
 
@@ -171,13 +171,13 @@ def test_discrete_baseline_update_and_policy(setup, baseline):
     base, _, state, windows, update = baseline
     assert [k for k, _, _ in state.obs_spec] == ["obs"] and state.discrete
     new, m = update(state, windows, jax.random.PRNGKey(22))
-    assert float(m["h_wm"]) == base.window_length - 1
+    assert float(m["h_wm"]) == base.protocol.window_length - 1
     np.testing.assert_allclose(m["wm/loss"], _loss_of_parts(base, m), rtol=1e-6)
     # the world model learns from the windows' observations alone (no reward or time inputs)
     assert [k for k in m if k.startswith("wm/dec_")] == ["wm/dec_obs"]
-    obs = {k: v[:, 0] for k, v in batch["obs"].items()} | {"is_first": jnp.ones((config.batch_size,), bool)}
-    a, carry = jax.jit(mj.policy, static_argnums=4)(new, mj.initial_carry(new, config.batch_size), obs, jax.random.PRNGKey(23), False)
-    assert a.dtype == jnp.int32 and a.shape == (config.batch_size,) and int(a.min()) >= 0 and int(a.max()) < 5
+    obs = {k: v[:, 0] for k, v in batch["obs"].items()} | {"is_first": jnp.ones((config.protocol.batch_size,), bool)}
+    a, carry = jax.jit(mj.policy, static_argnums=4)(new, mj.initial_carry(new, config.protocol.batch_size), obs, jax.random.PRNGKey(23), False)
+    assert a.dtype == jnp.int32 and a.shape == (config.protocol.batch_size,) and int(a.min()) >= 0 and int(a.max()) < 5
     np.testing.assert_allclose(carry["action"], jax.nn.one_hot(a, 5))
 
 

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from mamba_jax import config as cfg
+from mamba_jax import horizon
 from mamba_jax import dists
 
 
@@ -105,7 +106,7 @@ def test_presets_validate_and_listed():
         c = cfg.get_config(name)
         assert c.name == name
     assert cfg.get_config("reacher").meta_length == 900
-    assert cfg.get_config("point_robot", mamba=False).window_length == 64
+    assert cfg.get_config("point_robot", mamba=False).protocol.window_length == 64
 
 
 @pytest.mark.parametrize(
@@ -146,24 +147,24 @@ def test_horizon_schedule_by_hand():
         9_000_000: 900,  # capped at T
     }
     for steps, h in cases.items():
-        assert int(cfg.wm_horizon(c, steps)) == h, steps
-        assert int(jax.jit(lambda s: cfg.wm_horizon(c, s))(jnp.int32(steps))) == h
+        assert int(horizon.wm_horizon(c, steps)) == h, steps
+        assert int(jax.jit(lambda s: horizon.wm_horizon(c, s))(jnp.int32(steps))) == h
     h = cfg.get_config("humanoid_dir")  # H0 = 50, T = 400, R = 7.5M
-    assert int(cfg.wm_horizon(h, 3_750_000)) == 225
-    assert int(cfg.wm_horizon(h, 7_499_999)) == 400
+    assert int(horizon.wm_horizon(h, 3_750_000)) == 225
+    assert int(horizon.wm_horizon(h, 7_499_999)) == 400
     # H0 == T: no schedule
     p = cfg.get_config("point_robot")
-    assert int(cfg.wm_horizon(p, 0)) == 300 and int(cfg.wm_horizon(p, 10**6)) == 300
-    assert cfg.horizon_buckets(p) == (300,)
+    assert int(horizon.wm_horizon(p, 0)) == 300 and int(horizon.wm_horizon(p, 10**6)) == 300
+    assert horizon.horizon_buckets(p) == (300,)
     # baseline: no schedule, one bucket of window_length - 1 transitions
-    assert cfg.horizon_buckets(cfg.get_config("reacher", mamba=False)) == (63,)
+    assert horizon.horizon_buckets(cfg.get_config("reacher", mamba=False)) == (63,)
 
 
 def test_horizon_buckets_cover_schedule():
-    c = cfg.get_config("reacher", horizon_buckets=4)
-    lengths = cfg.horizon_buckets(c)
+    c = cfg.get_config("reacher", num_horizon_buckets=4)
+    lengths = horizon.horizon_buckets(c)
     assert lengths == (263, 475, 688, 900)
     for steps in (0, 1, 600_000, 1_250_000, 1_250_001, 2_500_000):
-        h = int(cfg.wm_horizon(c, steps))
-        i = int(cfg.bucket_index(c, h))
+        h = int(horizon.wm_horizon(c, steps))
+        i = int(horizon.bucket_index(c, h))
         assert lengths[i] >= h and (i == 0 or lengths[i - 1] < h)

@@ -26,7 +26,7 @@ def setup(collect_point_robot):
     env, params = envs.make(config.env, num_episodes=N, episode_length=L)
     spaces_ = (env.observation_space(params), env.action_space(params))
     state = mj.init(jax.random.PRNGKey(0), config, *spaces_)
-    batch = collect_point_robot(jax.random.PRNGKey(1), config.batch_size)
+    batch = collect_point_robot(jax.random.PRNGKey(1), config.protocol.batch_size)
     return config, spaces_, state, batch
 
 
@@ -54,7 +54,7 @@ def test_disagreement_is_the_members_std(setup):
     feat = jax.random.normal(jax.random.PRNGKey(0), (5, 3, ens.feature_size))
     act = jax.random.uniform(jax.random.PRNGKey(1), (5, 3, ens.action_dim))
     pred = np.asarray(ens.predict(params, feat, act), np.float64)  # [K, 5, 3, S*C]
-    assert pred.shape == (3, 5, 3, config.stoch * config.classes)
+    assert pred.shape == (3, 5, 3, config.nets.stoch * config.nets.classes)
     d = np.asarray(ens.disagreement(params, feat, act))
     mean = pred.mean(0)
     np.testing.assert_allclose(d, np.sqrt(((pred - mean) ** 2).mean(0)).mean(-1), rtol=1e-5)
@@ -88,9 +88,9 @@ def test_ensemble_learns_fixed_transitions(setup):
     ens = Ensemble.create(config, state.world_model.feature_size, state.action_dim)
     B, S = 2, 6
     k1, k2, k3 = jax.random.split(jax.random.PRNGKey(5), 3)
-    post = {"deter": jax.random.normal(k1, (B, S, config.deter)),
-            "logits": 3 * jax.random.normal(k2, (B, S, config.stoch, config.classes))}
-    post["stoch"] = jax.nn.one_hot(jnp.argmax(post["logits"], -1), config.classes)
+    post = {"deter": jax.random.normal(k1, (B, S, config.nets.deter)),
+            "logits": 3 * jax.random.normal(k2, (B, S, config.nets.stoch, config.nets.classes))}
+    post["stoch"] = jax.nn.one_hot(jnp.argmax(post["logits"], -1), config.nets.classes)
     action = jax.random.uniform(k3, (B, S, ens.action_dim), minval=-1, maxval=1)
     is_first = jnp.zeros((B, S), bool).at[:, 0].set(True)
     idx = jnp.broadcast_to(jnp.arange(S - 1), (B, S - 1))
@@ -136,13 +136,13 @@ def test_zero_bonus_leaves_the_actor_loss_unchanged_and_a_bonus_adds_to_the_retu
     plus = run(lambda f, a: 1.0 + jnp.abs(f[..., -1]), *args)
     feat = np.asarray(base[0]["feat"], np.float64)  # [N, H + 1, F]
     np.testing.assert_array_equal(plus[0]["feat"], base[0]["feat"])
-    H = config.imag_horizon
+    H = config.behavior.imag_horizon
     bonus = 1.0 + np.abs(feat[:, :H, -1])
-    disc = config.gamma * np.asarray(wm.cont_prob(p["wm"], base[0]["feat"]), np.float64)  # d_t [N, H + 1]
+    disc = config.behavior.gamma * np.asarray(wm.cont_prob(p["wm"], base[0]["feat"]), np.float64)  # d_t [N, H + 1]
     want = np.zeros_like(bonus)
     want[:, H - 1] = bonus[:, H - 1]
     for t in range(H - 2, -1, -1):
-        want[:, t] = bonus[:, t] + config.lam * disc[:, t + 1] * want[:, t + 1]
+        want[:, t] = bonus[:, t] + config.behavior.lam * disc[:, t + 1] * want[:, t + 1]
     np.testing.assert_allclose(np.asarray(plus[0]["returns"]) - np.asarray(base[0]["returns"]), want, rtol=1e-5)
     np.testing.assert_allclose(float(plus[2]["imag/bonus_mean"]), bonus.mean(), rtol=1e-6)
     assert float(plus[2]["imag/reward_mean"]) == float(base[2]["imag/reward_mean"])
@@ -161,14 +161,14 @@ def _update_by_hand(config, state, batch, key, new_wm_params):
     def run(params, opt_state, cut, key, new_wm_params):
         k_wm, k_start, k_actor = jax.random.split(key, 3)
         (_, (_, post)), _ = wm_value_and_grad(wm, params["wm"], cut, k_wm, h, c)
-        idx, _ = sample_times(jax.random.fold_in(key, 1), h - 1, B, length - 1, c.recon_subsample)
+        idx, _ = sample_times(jax.random.fold_in(key, 1), h - 1, B, length - 1, c.world_model.recon_subsample)
         loss, g = jax.value_and_grad(
             lambda q: ensemble_loss(ens, q, post, cut["action"], cut["is_first"], h, idx)[0])(params["explore"])
         upd, _ = mods.optimisers["explore"].update(g, opt_state["explore"], params["explore"])
         explore = optax.apply_updates(params["explore"], upd)
-        idx, weight = sample_times(k_start, h, B, length, c.imag_starts_per_seq)
+        idx, weight = sample_times(k_start, h, B, length, c.behavior.imag_starts_per_seq)
         start = jax.tree.map(lambda x: x.reshape((-1,) + x.shape[2:]), gather_time(post, idx))
-        bonus = lambda f, a: c.expl_scale * ens.disagreement(explore, f, a)  # noqa: E731
+        bonus = lambda f, a: c.behavior.expl_scale * ens.disagreement(explore, f, a)  # noqa: E731
         _, (_, _, metrics) = actor_loss(params["actor"], beh, wm, new_wm_params, params["critic"], start,
                                         weight.reshape(-1), state.retnorm, k_actor, bonus)
         return loss, explore, metrics
@@ -189,7 +189,7 @@ def test_agent_with_bonus_trains_its_ensemble_and_pays_its_disagreement(setup):
     loss, explore, metrics = _update_by_hand(config, state, batch, key, new.params["wm"])
     np.testing.assert_allclose(m["expl/loss"], loss, rtol=1e-5)
     for x, y in zip(jax.tree.leaves(new.params["explore"]), jax.tree.leaves(explore)):
-        np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-3 * config.wm_lr)
+        np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-3 * config.optim.wm_lr)
     for name in ("imag/bonus_mean", "imag/reward_mean", "actor/loss"):
         np.testing.assert_allclose(m[name], metrics[name], rtol=1e-4, atol=1e-7, err_msg=name)
     assert float(m["imag/bonus_mean"]) > 1e-4  # the members disagree at initialisation

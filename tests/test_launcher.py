@@ -45,17 +45,17 @@ def test_parse_overrides_errors(item, message):
 
 def test_build_config():
     config = launcher.build_config("debug", ["batch_size=8"], mamba=False, steps=400)
-    assert (config.batch_size, config.mamba, config.env_steps, config.name) == (8, False, 400, "debug")
+    assert (config.protocol.batch_size, config.mamba, config.protocol.env_steps, config.name) == (8, False, 400, "debug")
     with pytest.raises(ValueError, match="Config.batch_size=0: allowed: an integer >= 1"):
         launcher.build_config("debug", ["batch_size=0"])
     with pytest.raises(ValueError, match="unknown preset 'nope'; allowed: point_robot"):
         launcher.build_config("nope", [])
     with pytest.raises(ValueError, match="unknown env 'nope'; allowed|Config.env='nope'"):
         launcher.build_config("debug", ["env=nope"])
-    assert launcher.build_config("debug", ["reward_from_deter=true"]).reward_from_deter is True
+    assert launcher.build_config("debug", ["reward_from_deter=true"]).world_model.reward_from_deter is True
     with pytest.raises(ValueError, match="Config.reward_from_deter=1: allowed: True or False"):
         mj.get_config("debug", reward_from_deter=1)
-    assert launcher.build_config("debug", ["free_bits=0.5"]).free_bits == 0.5
+    assert launcher.build_config("debug", ["free_bits=0.5"]).world_model.free_bits == 0.5
     with pytest.raises(ValueError, match="unknown field 'dyn_free_bits'"):
         launcher.build_config("debug", ["dyn_free_bits=0.1"])
 
@@ -73,7 +73,7 @@ def test_main_passes_flags_to_run(monkeypatch, tmp_path):
     finally:
         launcher.FLAGS.unparse_flags()
     (config, logdir, kwargs), = calls
-    assert (config.batch_size, config.wm_lr, config.mamba, config.env_steps) == (8, 1e-3, False, 400)
+    assert (config.protocol.batch_size, config.optim.wm_lr, config.mamba, config.protocol.env_steps) == (8, 1e-3, False, 400)
     assert logdir == str(tmp_path)
     assert kwargs["num_seeds"] == 3 and kwargs["seed"] == 5 and kwargs["steps"] == 400
     assert kwargs["chunk_iterations"] == 4 and kwargs["eval_every"] == 80 and kwargs["checkpoint_every"] == 2

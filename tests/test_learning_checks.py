@@ -32,7 +32,7 @@ from mamba_jax.world_model import kl_losses
 @pytest.fixture(scope="module")
 def debug_state():
     config = mj.get_config("debug")
-    env, params = envs.make(config.env, num_episodes=config.num_episodes, episode_length=config.episode_length)
+    env, params = envs.make(config.env, num_episodes=config.protocol.num_episodes, episode_length=config.protocol.episode_length)
     state = mj.init(jax.random.PRNGKey(0), config, env.observation_space(params), env.action_space(params))
     return config, env, params, state
 
@@ -42,8 +42,8 @@ def _reward_on_deter(state, direction: float):
     is zeroed in its first layer) and returns a reward monotone in (last hidden . u):
     logits_k = direction * 0.01 * (h . u) * bin_k."""
     config, p = state.config, state.params
-    S = config.stoch * config.classes
-    bins = dists.bins(config.bins, config.bin_low, config.bin_high)
+    S = config.nets.stoch * config.nets.classes
+    bins = dists.bins(config.nets.bins, config.nets.bin_low, config.nets.bin_high)
     reward = jax.tree.map(lambda x: x, p["wm"]["reward"])
     first = reward["params"]["MLP_0"]["Dense_0"]["kernel"]
     reward["params"]["MLP_0"]["Dense_0"]["kernel"] = first.at[:S].set(0.0)
@@ -58,7 +58,7 @@ def test_actor_gradient_climbs_the_imagined_reward(debug_state):
     state = mj.init(jax.random.PRNGKey(0), config.replace(imag_horizon=1), env.observation_space(params),
                     env.action_space(params))
     wm, beh = state.world_model, state.behavior
-    bins = dists.bins(config.bins, config.bin_low, config.bin_high)
+    bins = dists.bins(config.nets.bins, config.nets.bin_low, config.nets.bin_high)
     N = 32
     start = mj.initial_carry(state, N)["state"]  # identical starts: the learned initial state
     weight = jnp.ones((N,))
@@ -101,9 +101,9 @@ def test_actor_gradient_climbs_the_imagined_reward(debug_state):
 
 def test_update_applies_each_optimiser_and_the_slow_critic_ema(debug_state, collect_point_robot):
     config, _, _, state = debug_state
-    batch = collect_point_robot(jax.random.PRNGKey(1), config.batch_size)
+    batch = collect_point_robot(jax.random.PRNGKey(1), config.protocol.batch_size)
     new, _ = jax.jit(mj.update)(state, batch, jax.random.PRNGKey(2))
-    lrs = {"wm": config.wm_lr, "actor": config.actor_lr, "critic": config.critic_lr}
+    lrs = {"wm": config.optim.wm_lr, "actor": config.optim.actor_lr, "critic": config.optim.critic_lr}
     for name, lr in lrs.items():
         step = np.concatenate([np.ravel(a - b) for a, b in
                                zip(jax.tree.leaves(new.params[name]), jax.tree.leaves(state.params[name]))])
@@ -111,7 +111,7 @@ def test_update_applies_each_optimiser_and_the_slow_critic_ema(debug_state, coll
         # (many actor gradients are below the actor's eps = 1e-5, so only the largest step is ~lr)
         assert 0.5 * lr < np.abs(step).max() <= lr * 1.001, name
         assert np.mean(step != 0) > 0.5, name
-    rate = config.slow_critic_rate
+    rate = config.behavior.slow_critic_rate
     for s_new, s_old, c_new in zip(jax.tree.leaves(new.params["slow_critic"]),
                                    jax.tree.leaves(state.params["slow_critic"]),
                                    jax.tree.leaves(new.params["critic"])):

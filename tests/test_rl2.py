@@ -195,7 +195,7 @@ def test_train_equals_chunks_composed():
 def test_config_validation_and_presets():
     for name in ("point_robot", "escape_room", "rooms"):
         cfg, mamba = rl2.get_rl2_config(name), mamba_config.PRESETS[name]
-        assert (cfg.env, cfg.num_episodes, cfg.episode_length) == (mamba.env, mamba.num_episodes, mamba.episode_length)
+        assert (cfg.env, cfg.num_episodes, cfg.episode_length) == (mamba.env, mamba.protocol.num_episodes, mamba.protocol.episode_length)
     assert (rl2.get_rl2_config("rooms").num_episodes, rl2.get_rl2_config("rooms").episode_length) == (1, 100)
     assert hash(rl2.get_rl2_config("debug")) == hash(rl2.get_rl2_config("debug"))
     with pytest.raises(ValueError, match="num_minibatches=3: allowed: a divisor of num_envs=4"):

@@ -5,7 +5,6 @@ CPU devices (seeds x data mesh) against one device. The compiled functions are s
 module (one compilation); the multi-device run compiles in a subprocess started first, so the
 two compilations overlap on a 2-core machine."""
 
-import dataclasses
 import json
 import os
 import re
@@ -18,6 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from absl import flags as absl_flags
 
 import envs
 from experiments import plot
@@ -90,7 +90,7 @@ def multi_device(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def functions():
-    env, params = envs.make(CONFIG.env, num_episodes=CONFIG.num_episodes, episode_length=CONFIG.episode_length)
+    env, params = envs.make(CONFIG.env, num_episodes=CONFIG.protocol.num_episodes, episode_length=CONFIG.protocol.episode_length)
     return tr.compile_run(CONFIG, env, params, num_seeds=NUM_SEEDS, chunk_iterations=1)
 
 
@@ -172,7 +172,7 @@ def test_end_to_end(full_run, tmp_path):
     assert any(f.startswith("events.out.tfevents") for f in os.listdir(logdir))
     with open(os.path.join(logdir, "final_test.json")) as f:
         test = json.load(f)
-    assert test["test/num_tasks"] == CONFIG.final_eval_tasks and test["env_steps"] == 120
+    assert test["test/num_tasks"] == CONFIG.eval.final_eval_tasks and test["env_steps"] == 120
     assert test["test/return"] == pytest.approx(np.mean(test["test/return/per_seed"]))
     assert test["test/return"] == pytest.approx(test["test/return_episode_1"] + test["test/return_episode_2"])
     assert len(test["test/return/per_seed"]) == NUM_SEEDS
@@ -182,7 +182,9 @@ def test_end_to_end(full_run, tmp_path):
     assert run_info["host"]["glibc_tunables"] == os.environ.get("GLIBC_TUNABLES", "")
     assert run_info["host"]["devices"] == [str(d) for d in jax.devices()]
     png = str(tmp_path / "curves.png")
-    assert plot.main([logdir, f"--out={png}"]) == 0
+    flag_values = absl_flags.FlagValues()
+    plot.define_flags(flag_values)
+    plot.main(flag_values(["plot", logdir, f"--out={png}"]), flag_values)
     assert os.path.getsize(png) > 5000
 
 
@@ -234,11 +236,11 @@ def test_init_from_continues_another_run(full_run, functions, tmp_path):
     for a, b in zip(params_of(got["state"]), params_of(first["state"])):
         np.testing.assert_array_equal(a, b)
     with open(os.path.join(changed, "init_from.json")) as f:
-        assert json.load(f)["changed"] == ["config.free_bits"]
-    assert any("with a different config.free_bits: 1.0 -> 0.5" in line for line in lines)
+        assert json.load(f)["changed"] == ["config.world_model.free_bits"]
+    assert any("with a different config.world_model.free_bits: 1.0 -> 0.5" in line for line in lines)
     assert [r["env_steps"] for r in read_metrics(changed)] == [40, 80]
 
-    with pytest.raises(ValueError, match="config.units: 32 -> 16") as refused:
+    with pytest.raises(ValueError, match="config.nets.units: 32 -> 16") as refused:
         runner.run(CONFIG.replace(units=16), str(tmp_path / "units"), steps=80, init_from=source, final_test=False,
                **kwargs)
     assert "agent/params/" in str(refused.value) and ", here float32[" in str(refused.value)  # the arrays, named
@@ -249,30 +251,47 @@ def test_init_from_continues_another_run(full_run, functions, tmp_path):
         runner.run(CONFIG, str(tmp_path / "none"), steps=80, init_from=str(tmp_path / "missing"), **kwargs)
 
 
+def _old_flat_config(config) -> dict:
+    """The config as runs saved it before the fields were grouped: one flat dict, with the old name
+    of num_horizon_buckets and the removed options at their "off" values."""
+    flat = {name.rsplit(".", 1)[-1]: value for name, value in config.flat().items()}
+    flat["horizon_buckets"] = flat.pop("num_horizon_buckets")
+    return {**flat, "grounded_imagination": False, "imag_latent_mode": False, "dyn_free_bits": -1.0,
+            "expl_target": "latent"}
+
+
 def test_resume_takes_config_fields_added_later_at_their_defaults():
-    """A checkpoint written before a Config field existed resumes with that field at its default
-    and refuses a run that sets it otherwise, naming the old and the new value."""
-    saved = {"config": dataclasses.asdict(CONFIG), "seed": 0}
+    """A checkpoint written before a Config field existed (here a flat, ungrouped config without
+    expl_scale) resumes with that field at its default and refuses a run that sets it otherwise,
+    naming the old and the new value."""
+    saved = {"config": _old_flat_config(CONFIG), "seed": 0}
     del saved["config"]["expl_scale"]
-    assert runner.check_resume(saved, {"config": dataclasses.asdict(CONFIG), "seed": 0}) == []
-    with pytest.raises(ValueError, match=r"different config\.expl_scale: 0\.0 -> 1\.0;"):
-        runner.check_resume(saved, {"config": dataclasses.asdict(CONFIG.replace(expl_scale=1.0)), "seed": 0})
+    assert runner.check_resume(saved, {"config": CONFIG.to_dict(), "seed": 0}) == []
+    with pytest.raises(ValueError, match=r"different config\.behavior\.expl_scale: 0\.0 -> 1\.0;"):
+        runner.check_resume(saved, {"config": CONFIG.replace(expl_scale=1.0).to_dict(), "seed": 0})
 
 
-def test_changed_config_fields_flatten_nested_configs():
-    """Grouped (nested) configs are compared field by field under dotted names; the step budget
-    is not a difference; settings outside the config follow the config's fields; the settings
-    that a resume may change are returned, not refused."""
-    saved = {"config": {"name": "a", "wm": {"units": 32, "layers": 2}, "env_steps": 100}, "seed": 0, "mesh": {"seed": 1}}
-    current = {"config": {"name": "a", "wm": {"units": 48, "layers": 2}, "env_steps": 900}, "seed": 0,
+def test_old_config_with_a_removed_option_on_is_refused_by_name():
+    saved = {"config": {**_old_flat_config(CONFIG), "dyn_free_bits": 0.1}, "seed": 0}
+    with pytest.raises(ValueError, match=r"removed from the library: dyn_free_bits=0\.1"):
+        runner.check_resume(saved, {"config": CONFIG.to_dict(), "seed": 0})
+
+
+def test_changed_config_fields_name_group_and_field():
+    """Configs are compared field by field under GROUP.FIELD names; the step budget is not a
+    difference; settings outside the config follow the config's fields; the settings that a resume
+    may change are returned, not refused."""
+    saved = {"config": CONFIG.to_dict(), "seed": 0, "mesh": {"seed": 1}}
+    current = {"config": CONFIG.replace(units=CONFIG.nets.units + 16, env_steps=900).to_dict(), "seed": 0,
                "mesh": {"seed": 2}}
-    assert runner.changed_config_fields(saved["config"], current["config"]) == [("config.wm.units", 32, 48)]
+    units = CONFIG.nets.units
+    assert runner.changed_config_fields(saved["config"], current["config"]) == [("config.nets.units", units, units + 16)]
     assert runner.flatten({"a": {"b": {"c": 1}}, "d": [1, 2]}) == {"a.b.c": 1, "d": [1, 2]}
     with pytest.raises(ValueError) as refused:
         runner.check_resume(saved, {**current, "seed": 3})
     message = str(refused.value)
     assert "\n" not in message
-    assert message.index("config.wm.units: 32 -> 48") < message.index("seed: 0 -> 3")
+    assert message.index(f"config.nets.units: {units} -> {units + 16}") < message.index("seed: 0 -> 3")
     assert "mesh" not in message
     assert runner.check_resume(saved, {**current, "config": saved["config"]}) == ["mesh"]
 
@@ -283,14 +302,14 @@ def test_resume_refuses_a_different_config(full_run, tmp_path):
     _, logdir = full_run
     kwargs = dict(num_seeds=NUM_SEEDS, steps=200, chunk_iterations=1, eval_every=40, reference=False, resume=True,
                   print_fn=lambda s: None)
-    with pytest.raises(ValueError, match=r"different config\.batch_size: 4 -> 2; resume with the same settings"):
+    with pytest.raises(ValueError, match=r"different config\.protocol\.batch_size: 4 -> 2; resume with the same settings"):
         runner.run(CONFIG.replace(batch_size=2), logdir, **kwargs)
     with pytest.raises(ValueError) as refused:
         runner.run(CONFIG.replace(units=16), logdir, **kwargs)
     message = str(refused.value)
     assert "\n" not in message
     array = r"agent/\S+: saved float32\[[0-9, ]+\], here float32\[[0-9, ]+\]"
-    assert re.search(rf"different config\.units: 32 -> 16; arrays of another shape: {array}; {array}; ", message)
+    assert re.search(rf"different config\.nets\.units: 32 -> 16; arrays of another shape: {array}; {array}; ", message)
     assert re.search(r" \(and \d+ more\); resume with the same settings", message)  # the first 5 arrays named
     assert sorted(os.listdir(os.path.join(logdir, "checkpoints"))) == ["120", "80"]  # nothing was set aside
 
@@ -374,7 +393,7 @@ def test_horizon_switch_stays_a_switch_under_seed_vmap(full_run, functions):
 def test_one_seed_run_matches_seed_0_of_two(functions):
     """With one seed the run's functions skip the vmap (trainer.over_seeds); its init and a chunk
     give what seed 0 of the two-seed (vmapped) functions gives, up to float rounding."""
-    env, params = envs.make(CONFIG.env, num_episodes=CONFIG.num_episodes, episode_length=CONFIG.episode_length)
+    env, params = envs.make(CONFIG.env, num_episodes=CONFIG.protocol.num_episodes, episode_length=CONFIG.protocol.episode_length)
     one = tr.compile_run(CONFIG, env, params, num_seeds=1, chunk_iterations=1)
     keys = runner.seed_keys(3, 2)
     two_state, one_state = functions.init(keys), one.init(keys[:1])
@@ -395,16 +414,16 @@ def test_baseline_windows_fit_the_agent():
     env, params = envs.make(config.env, num_episodes=2, episode_length=10)
     spec = ro.episode_spec(env, params)
     episodes = jax.tree.map(lambda x: jnp.zeros((3, *x.shape), x.dtype), spec)
-    replay = rb.add(rb.init(config.replay_capacity, spec), episodes)
-    batch = rb.sample_windows(replay, jax.random.PRNGKey(0), config.batch_size, config.window_length)
-    assert batch["is_first"].shape == (config.batch_size, config.window_length)
+    replay = rb.add(rb.init(config.protocol.replay_capacity, spec), episodes)
+    batch = rb.sample_windows(replay, jax.random.PRNGKey(0), config.protocol.batch_size, config.protocol.window_length)
+    assert batch["is_first"].shape == (config.protocol.batch_size, config.protocol.window_length)
     agent_state = jax.eval_shape(
         lambda k: agent_lib.init(k, config, env.observation_space(params), env.action_space(params)),
         jax.random.PRNGKey(0),
     )
     agent_lib.check_batch(agent_state, batch)  # raises if the window does not fit the config
     with pytest.raises(ValueError):
-        agent_lib.check_batch(agent_state, rb.sample_episodes(replay, jax.random.PRNGKey(0), config.batch_size))
+        agent_lib.check_batch(agent_state, rb.sample_episodes(replay, jax.random.PRNGKey(0), config.protocol.batch_size))
 
 
 def test_four_devices_match_one(multi_device, full_run):

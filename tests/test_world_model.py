@@ -107,7 +107,7 @@ def test_value_and_grad_with_the_ghost_input_is_the_plain_gradient(setup):
 def test_world_model_learns_point_robot(setup):
     config, state, batch, loss_fn = setup
     wm = state.world_model
-    tx = optax.chain(optax.clip_by_global_norm(config.wm_clip), optax.adam(config.wm_lr, eps=config.wm_eps))
+    tx = optax.chain(optax.clip_by_global_norm(config.optim.wm_clip), optax.adam(config.optim.wm_lr, eps=config.optim.wm_eps))
 
     @jax.jit
     def train(params, key):
@@ -160,15 +160,15 @@ def test_reward_from_deter_reads_the_deterministic_state_only(setup):
     wm, p = state.world_model, state.params["wm"]
     assert wm.reward_from_deter
     kernel = p["reward"]["params"]["MLP_0"]["Dense_0"]["kernel"]
-    assert kernel.shape[0] == config.deter != wm.feature_size  # the head's input is h, not [stoch, h]
+    assert kernel.shape[0] == config.nets.deter != wm.feature_size  # the head's input is h, not [stoch, h]
     # a non-zero head (the output layer starts at zero), then two features that differ only in stoch
     leaves, tree = jax.tree.flatten(p["reward"])
     noise = [0.3 * jax.random.normal(jax.random.PRNGKey(i), x.shape) for i, x in enumerate(leaves)]
     p = {**p, "reward": jax.tree.unflatten(tree, [x + n for x, n in zip(leaves, noise)])}
-    bins = mj.dists.bins(config.bins, config.bin_low, config.bin_high)
+    bins = mj.dists.bins(config.nets.bins, config.nets.bin_low, config.nets.bin_high)
     k1, k2 = jax.random.split(jax.random.PRNGKey(3))
-    deter = jax.random.normal(k1, (5, config.deter))
-    s = config.stoch * config.classes
+    deter = jax.random.normal(k1, (5, config.nets.deter))
+    s = config.nets.stoch * config.nets.classes
     feat_a = jnp.concatenate([jax.random.normal(k2, (5, s)), deter], -1)
     feat_b = jnp.concatenate([jnp.zeros((5, s)), deter], -1)
     np.testing.assert_array_equal(wm.reward_mean(p, feat_a, bins), wm.reward_mean(p, feat_b, bins))
@@ -184,5 +184,5 @@ def test_reward_from_deter_reads_the_deterministic_state_only(setup):
 
     g_loss, g_reward = jax.jit(jax.jacrev(parts))(p)
     for a, b in zip(jax.tree.leaves(g_loss["reward"]), jax.tree.leaves(g_reward["reward"])):
-        np.testing.assert_allclose(a, config.reward_scale * b, rtol=1e-5, atol=1e-7)
+        np.testing.assert_allclose(a, config.world_model.reward_scale * b, rtol=1e-5, atol=1e-7)
     assert float(jnp.abs(g_loss["reward"]["params"]["MLP_0"]["Dense_0"]["kernel"]).max()) > 1e-4

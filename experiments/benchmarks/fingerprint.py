@@ -60,9 +60,9 @@ def point_robot_cpu_update() -> dict:
     from mamba_jax.config import get_config
 
     config = get_config("point_robot_cpu")
-    env, env_params = envs.make(config.env, num_episodes=config.num_episodes, episode_length=config.episode_length)
+    env, env_params = envs.make(config.env, num_episodes=config.protocol.num_episodes, episode_length=config.protocol.episode_length)
     state = agent.init(jax.random.PRNGKey(0), config, env.observation_space(env_params), env.action_space(env_params))
-    B, S = config.batch_size, config.meta_length + 1
+    B, S = config.protocol.batch_size, config.meta_length + 1
     k = jax.random.split(jax.random.PRNGKey(1), 4)
     obs_dim = env.observation_space(env_params).spaces["obs"].shape[0]
     batch = {

@@ -43,7 +43,7 @@ from experiments import command_line, write_json_record
 from experiments.benchmarks import flops as flop_counter
 from experiments.benchmarks.update import flops_of, matmul_flop_per_second, matmul_rate, random_batch, spaces_for
 from mamba_jax import agent as agent_lib
-from mamba_jax import config as cfg
+from mamba_jax import horizon
 from mamba_jax.behavior import actor_loss, critic_loss
 from mamba_jax.rssm import feature, imagine, observe, prior_step
 from mamba_jax.sequence import gather_time, sample_times
@@ -92,7 +92,7 @@ def main(argv, flag_values: flags.FlagValues = FLAGS):
     obs_space, action_space = spaces_for(config)
     state = mj.init(jax.random.PRNGKey(0), config, obs_space, action_space)
     batch = random_batch(jax.random.PRNGKey(1), config, state)
-    length = cfg.horizon_buckets(config)[-1]
+    length = horizon.horizon_buckets(config)[-1]
     h = jnp.int32(length)
     batch = jax.tree.map(lambda x: x[:, : length + 1], batch)
     wm, beh, c = state.world_model, state.behavior, config
@@ -102,12 +102,12 @@ def main(argv, flag_values: flags.FlagValues = FLAGS):
 
     load_start = os.getloadavg()
     mm = matmul_flop_per_second()
-    feat_size = c.deter + c.stoch * c.classes
-    n_starts = c.batch_size * c.imag_starts_per_seq
-    shapes = {f"{n_starts}x{feat_size}x{c.head_units}": (n_starts, feat_size, c.head_units),
-              f"{n_starts}x{c.deter}x{c.units}": (n_starts, c.deter, c.units),
-              f"{n_starts}x{c.units}x{3 * c.deter}": (n_starts, c.units, 3 * c.deter),
-              f"{c.batch_size}x{c.units}x{3 * c.deter}": (c.batch_size, c.units, 3 * c.deter)}
+    feat_size = c.nets.deter + c.nets.stoch * c.nets.classes
+    n_starts = c.protocol.batch_size * c.behavior.imag_starts_per_seq
+    shapes = {f"{n_starts}x{feat_size}x{c.nets.head_units}": (n_starts, feat_size, c.nets.head_units),
+              f"{n_starts}x{c.nets.deter}x{c.nets.units}": (n_starts, c.nets.deter, c.nets.units),
+              f"{n_starts}x{c.nets.units}x{3 * c.nets.deter}": (n_starts, c.nets.units, 3 * c.nets.deter),
+              f"{c.protocol.batch_size}x{c.nets.units}x{3 * c.nets.deter}": (c.protocol.batch_size, c.nets.units, 3 * c.nets.deter)}
     shape_rates = {k: matmul_rate(*v) / 1e9 for k, v in shapes.items()}
     print(f"matmul 2048^3: {mm / 1e9:.1f} GFLOP/s; layer-shaped matmuls (GFLOP/s): "
           + ", ".join(f"{k}: {v:.1f}" for k, v in shape_rates.items()), flush=True)
@@ -143,15 +143,15 @@ def main(argv, flag_values: flags.FlagValues = FLAGS):
     wm_params, _ = run("wm_opt_step", opt_step("wm"), g_wm, state.opt_state["wm"], p["wm"])
 
     # imagination starts as the update builds them
-    B = c.batch_size
-    idx, weight = sample_times(jax.random.PRNGKey(3), h, B, length, c.imag_starts_per_seq)
+    B = c.protocol.batch_size
+    idx, weight = sample_times(jax.random.PRNGKey(3), h, B, length, c.behavior.imag_starts_per_seq)
     start = jax.tree.map(lambda x: x.reshape((-1,) + x.shape[2:]), gather_time(post, idx))
     start_weight = weight.reshape(-1)
 
     def imag(actor_params, wm_params, start, key):
         def policy_fn(s, k):
             return beh.sample(actor_params, jax.lax.stop_gradient(feature(s)), k)
-        states, actions = imagine(prior_step(wm.rssm, wm_params["rssm"]), start, policy_fn, key, c.imag_horizon)
+        states, actions = imagine(prior_step(wm.rssm, wm_params["rssm"]), start, policy_fn, key, c.behavior.imag_horizon)
         return feature(states).sum() + actions.sum()
 
     run("imagine_fwd", imag, p["actor"], wm_params, start, key)
@@ -178,7 +178,7 @@ def main(argv, flag_values: flags.FlagValues = FLAGS):
     record = {
         "command": command_line("experiments.benchmarks.profile_update", fv),
         "preset": fv.preset, "batch_size": B, "T": c.meta_length, "bucket_length": length,
-        "imag_starts": n_starts, "imag_horizon": c.imag_horizon,
+        "imag_starts": n_starts, "imag_horizon": c.behavior.imag_horizon,
         "device": str(jax.devices()[0]), "platform": platform.platform(), "cpu_count": os.cpu_count(),
         "jax": jax.__version__, "load_average_at_end": os.getloadavg(),
         "matmul_2048_gflop_per_s": mm / 1e9, "layer_shaped_matmul_gflop_per_s": shape_rates,

@@ -87,7 +87,7 @@ def main(argv, flag_values: flags.FlagValues = FLAGS):
         raise app.UsageError(f"unexpected arguments {argv[1:]}; this script takes flags only (see --help)")
     fv = flag_values
     config = mj.get_config(fv.preset)
-    env, env_params = envs.make(config.env, num_episodes=config.num_episodes, episode_length=config.episode_length)
+    env, env_params = envs.make(config.env, num_episodes=config.protocol.num_episodes, episode_length=config.protocol.episode_length)
     matmul = bench_update.matmul_flop_per_second()
     print(f"matmul float32 2048^3: {matmul / 1e9:.1f} GFLOP/s", flush=True)
 
@@ -105,7 +105,7 @@ def main(argv, flag_values: flags.FlagValues = FLAGS):
     def tasks(n):
         return jax.device_put(runner.per_seed(ev.eval_reset_keys, eval_keys, n), fns.sharding)
 
-    collect_tasks, eval_tasks = tasks(config.num_envs), tasks(config.eval_tasks)
+    collect_tasks, eval_tasks = tasks(config.protocol.num_envs), tasks(config.eval.eval_tasks)
     for reset in (collect_tasks, eval_tasks):  # compile both widths
         jax.block_until_ready(fns.evaluate(state, reset, policy_keys))
     times = {name: [] for name in ("chunk", "collection_like", "evaluation", "checkpoint")}
@@ -129,7 +129,7 @@ def main(argv, flag_values: flags.FlagValues = FLAGS):
     med = {k: statistics.median(v) for k, v in times.items()}
     steps = fns.trainer.steps_per_iteration * fv.num_seeds
     num_updates = fns.trainer.updates_per_iteration
-    iterations_per_eval = max(1, math.ceil(config.eval_every / fns.trainer.steps_per_iteration))
+    iterations_per_eval = max(1, math.ceil(config.eval.eval_every / fns.trainer.steps_per_iteration))
     record = {
         "command": command_line("experiments.benchmarks.train_iteration", fv),
         "preset": fv.preset,

@@ -47,7 +47,7 @@ import mamba_jax as mj
 from experiments import command_line, write_json_record
 from experiments.benchmarks import flops as flop_counter
 from mamba_jax import agent as agent_lib
-from mamba_jax import config as cfg
+from mamba_jax import horizon
 from mamba_jax.hugepages import reexec_with_hugepage_malloc
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
@@ -91,8 +91,8 @@ def spaces_for(config: mj.Config):
 
 
 def random_batch(key, config: mj.Config, state: mj.AgentState) -> dict:
-    B = config.batch_size
-    S = config.meta_length + 1 if config.mamba else config.window_length
+    B = config.protocol.batch_size
+    S = config.meta_length + 1 if config.mamba else config.protocol.window_length
     k = jax.random.split(key, 3)
     obs = {}
     for name, shape, image in state.obs_spec:
@@ -140,8 +140,8 @@ def bench_case(config: mj.Config, horizon: int, reps: int) -> dict:
     obs_space, action_space = spaces_for(config)
     state = mj.init(jax.random.PRNGKey(0), config, obs_space, action_space)
     batch = random_batch(jax.random.PRNGKey(1), config, state)
-    lengths = cfg.horizon_buckets(config)
-    length = lengths[int(cfg.bucket_index(config, horizon))] if config.mamba else lengths[0]
+    lengths = horizon.horizon_buckets(config)
+    length = lengths[int(horizon.bucket_index(config, horizon))] if config.mamba else lengths[0]
     fn = jax.jit(functools.partial(agent_lib._update_length, length=length))
     h = jnp.int32(horizon)
     t = time.perf_counter()
@@ -159,12 +159,12 @@ def bench_case(config: mj.Config, horizon: int, reps: int) -> dict:
     usage1 = resource.getrusage(resource.RUSAGE_SELF)
     return {
         "preset": config.name,
-        "batch_size": config.batch_size,
+        "batch_size": config.protocol.batch_size,
         "T": config.meta_length,
         "horizon": horizon,
         "bucket_length": length,
-        "imag_starts": config.batch_size * (config.imag_starts_per_seq if config.imag_starts_per_seq > 0 else length + 1),
-        "imag_horizon": config.imag_horizon,
+        "imag_starts": config.protocol.batch_size * (config.behavior.imag_starts_per_seq if config.behavior.imag_starts_per_seq > 0 else length + 1),
+        "imag_horizon": config.behavior.imag_horizon,
         "seconds_per_update": statistics.median(times),
         "min_seconds_per_update": min(times),
         "page_faults_per_update": (usage1.ru_minflt - usage0.ru_minflt) / reps,
