@@ -24,8 +24,10 @@ loss off (their configs.yaml `defaults` set it to 3; we do not implement it), an
 
 `--cpus` pins every timed process to those cores (os.sched_setaffinity, so torch's and XLA's thread
 pools size themselves to them); `all` leaves the affinity alone. On a shared, oversubscribed machine
-torch's OpenMP threads wait for each other at every op (their 2-thread update took 80-120 s with the
-2 cores at load ~10, 5 s on one core), so one core per process measures the work and not the waiting.
+torch's OpenMP threads wait for each other at every one of its many small ops: with the 2 cores at
+load ~10, two updates of theirs with 2 threads took 83 and 124 s (`authors_update.py
+--variant=h2:reconstruction_window=0 --reps=2 --warmup=1 --prefill=2`), against 3-6.5 s pinned to one
+core in results/bench_authors.json; one core per process measures the work and not the waiting.
 Writes results/bench_authors.json.
 """
 
