@@ -184,8 +184,8 @@ def time_round(i: int, authors_python: str, authors_code: str, preset: str, conf
     result = {"order": list(order)}
     for who in order:
         if who == "ours":
-            result["ours"] = run(ours_command(preset, reps, warmup), ROOT, child_env(hugepages=True, pythonpath=str(ROOT)),
-                                 cpus)
+            env = child_env(hugepages=True, pythonpath=str(ROOT))  # as our launchers run
+            result["ours"] = run(ours_command(preset, reps, warmup), ROOT, env, cpus)
         else:  # glibc's default malloc; nothing of ours on the path; their logger's wandb off
             env = {**child_env(hugepages=False, pythonpath=""), "WANDB_MODE": "disabled"}
             result["authors"] = run(authors_command(authors_python, authors_code, configs, reps, warmup), authors_code,
@@ -265,7 +265,8 @@ def main(argv):
     code = os.path.abspath(FLAGS.authors_code)
     for name in ("configs.yaml", "dreamer.py", "models.py", "networks.py", "tools.py"):
         if not os.path.isfile(os.path.join(code, name)):
-            raise app.UsageError(f"--authors_code={FLAGS.authors_code!r}: no {name} there (a checkout of {AUTHORS_REPO})")
+            raise app.UsageError(f"--authors_code={FLAGS.authors_code!r}: no {name} there "
+                                 f"(a checkout of {AUTHORS_REPO})")
     try:
         cpus = parse_cpus(FLAGS.cpus)
         commit, changed = authors_commit(code)

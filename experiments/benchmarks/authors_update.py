@@ -11,8 +11,9 @@ lines of their `dreamer.main` that derive fields before training (all_layers, th
 decoder's input_reward, batch_length = N x L for mamba_context, sample_first, the action count from
 the env) are repeated here, since main() also starts the whole training. Then, with their code:
 the env (`dreamer.make_env`), `--prefill` meta-episodes of uniform random actions collected by
-`tools.simulate` (as main's prefill, all kept: is_eval=False), one batch from `dreamer.make_dataset`, and for
-every `--variant` (more of their options on top of `--set`) one `dreamer.Dreamer` (their
+`tools.simulate` (as main's prefill, all kept: is_eval=False), one batch from
+`dreamer.make_dataset`, and for every `--variant` (more of their options on top of `--set`) one
+`dreamer.Dreamer` (their
 torch.compile wrapping included: it wraps the modules' `forward`, and the update calls `_train`, so
 it runs eagerly; the result reports how many graphs torch compiled). One update is
 `Dreamer._train(batch)`: the world model on 16 meta-episodes of 300 steps, then the actor and
@@ -24,8 +25,8 @@ trains on ONE imagined transition (it computes a second prior step and drops it)
 counts transitions. Their configs.yaml `defaults` set reconstruction_window = 3 (extra decoder,
 reward and continue heads on windows of future embeddings), which the halfcircle block keeps; we do
 not implement that loss, so the default variants time it both on (as configured) and off.
-Prints one line `RESULT {json}`: per variant the median and all times (seconds per update after
-`--warmup` untimed updates; the variants' updates alternate).
+Prints one line `RESULT {json}`: per variant the median and all times, wall-clock and CPU
+(seconds per update after `--warmup` untimed updates; the variants' updates alternate).
 """
 
 from __future__ import annotations
