@@ -13,11 +13,10 @@ the env) are repeated here, since main() also starts the whole training. Then, w
 the env (`dreamer.make_env`), `--prefill` meta-episodes of uniform random actions collected by
 `tools.simulate` (as main's prefill, all kept: is_eval=False), one batch from
 `dreamer.make_dataset`, and for every `--variant` (more of their options on top of `--set`) one
-`dreamer.Dreamer` (their
-torch.compile wrapping included: it wraps the modules' `forward`, and the update calls `_train`, so
-it runs eagerly; the result reports how many graphs torch compiled). One update is
-`Dreamer._train(batch)`: the world model on 16 meta-episodes of 300 steps, then the actor and
-critic from 512 posterior states per sequence. Their logger logs to wandb, here in
+`dreamer.Dreamer` (their torch.compile wrapping included: it wraps the modules' `forward`, and
+the update calls `_train`, so it runs eagerly; the result reports how many graphs torch compiled).
+One update is `Dreamer._train(batch)`: the world model on 16 meta-episodes of 300 steps, then the
+actor and critic from 512 posterior states per sequence. Their logger logs to wandb, here in
 WANDB_MODE=disabled.
 
 Their `ImagBehavior._imagine(start, horizon)` returns the states s_0..s_{H-1}: imag_horizon = 2
