@@ -88,7 +88,7 @@ def random_batch(key, agent_state) -> dict:
     import jax.numpy as jnp
 
     c = agent_state.config
-    B, S = c.batch_size, (c.meta_length + 1 if c.mamba else c.window_length)
+    B, S = c.protocol.batch_size, (c.meta_length + 1 if c.mamba else c.protocol.window_length)
     k_obs, k_reward, k_action = jax.random.split(key, 3)
     obs = {}
     for name, shape, image in agent_state.obs_spec:
@@ -117,10 +117,12 @@ def time_ours(preset: str, reps: int, warmup: int, **overrides) -> dict:
 
     import envs
     from mamba_jax import agent
-    from mamba_jax.config import get_config, horizon_buckets
+    from mamba_jax.config import get_config
+    from mamba_jax.horizon import horizon_buckets
 
     config = get_config(preset, **overrides)
-    env, params = envs.make(config.env, num_episodes=config.num_episodes, episode_length=config.episode_length)
+    env, params = envs.make(config.env, num_episodes=config.protocol.num_episodes,
+                              episode_length=config.protocol.episode_length)
     state = agent.init(jax.random.PRNGKey(0), config, env.observation_space(params), env.action_space(params))
     batch = random_batch(jax.random.PRNGKey(1), state)
     h_wm = jnp.int32(horizon_buckets(config)[-1])
@@ -138,8 +140,8 @@ def time_ours(preset: str, reps: int, warmup: int, **overrides) -> dict:
         cpu_times.append(time.process_time() - c)
     return {"seconds_per_update": statistics.median(times), "times": times,
             "cpu_seconds_per_update": statistics.median(cpu_times), "cpu_times": cpu_times,
-            "first_call_seconds": compile_seconds, "imag_horizon": config.imag_horizon,
-            "imagination_starts": config.batch_size * config.imag_starts_per_seq, "wm_horizon": int(h_wm),
+            "first_call_seconds": compile_seconds, "imag_horizon": config.behavior.imag_horizon,
+            "imagination_starts": config.protocol.batch_size * config.behavior.imag_starts_per_seq, "wm_horizon": int(h_wm),
             "jax": jax.__version__, "threads_available": len(os.sched_getaffinity(0))}
 
 
