@@ -5,6 +5,11 @@
     python -m experiments.train --env=debug --logdir=/tmp/dbg --steps=400 --config=batch_size=8 --config=wm_lr=3e-4
     python -m experiments.train --env=point_robot --logdir=runs/pr --resume      # continue a run
     python -m experiments.train --env=point_robot --logdir=runs/pr_fb --init_from=runs/pr --config=free_bits=0.5
+    python -m experiments.train --env=reacher --logdir=/shared/runs/reacher --num_seeds=8 --distributed  # on every host
+
+Multi-process runs (TPU pods, several GPU nodes): start the same command on every host with
+--distributed (the cluster is detected from the environment: Cloud TPU, SLURM, Open MPI, ...)
+or with --coordinator_address, --num_processes and --process_id; see docs/training.md.
 
 Every flag and override is validated (preset names, Config field names and types, value
 ranges, env parameters) before anything is compiled; errors name the allowed values.
@@ -47,6 +52,22 @@ flags.DEFINE_string(
 flags.DEFINE_bool("final_test", True, "Run the final test on final_eval_tasks fresh tasks at the end.")
 flags.DEFINE_bool("reference", True, "Report returns as a fraction of the Bayes-reference policy's.")
 flags.DEFINE_bool("dry_run", False, "Validate the flags, print the config and exit (compiles nothing).")
+flags.DEFINE_bool(
+    "distributed", False,
+    "Join a multi-process run: jax.distributed.initialize() before any JAX use, with the settings below where given "
+    "and the rest detected from the environment (Cloud TPU, SLURM, Open MPI, ...; on a TPU pod no other flag is "
+    "needed). Start the same command on every host; they train one run over the devices of all of them.")
+flags.DEFINE_string(
+    "coordinator_address", None,
+    "host:port of the coordinator that process 0 starts and every process connects to (implies --distributed).")
+flags.DEFINE_integer(
+    "num_processes", None, "Processes in the multi-process run (implies --distributed).", lower_bound=1)
+flags.DEFINE_integer(
+    "process_id", None, "This process's index in 0..num_processes-1 (implies --distributed).", lower_bound=0)
+flags.DEFINE_integer(
+    "num_cpu_devices", None,
+    "XLA:CPU only: the number of CPU devices this process exposes (jax_num_cpu_devices), to run the device "
+    "mesh, or with --coordinator_address several processes, on one machine (tests).", lower_bound=1)
 
 _TRUE = ("1", "true", "yes", "on")
 _FALSE = ("0", "false", "no", "off")
@@ -107,6 +128,36 @@ def build_config(preset: str, overrides: list[str], mamba: bool | None = None, s
     return config
 
 
+def distributed_settings() -> dict | None:
+    """The keyword arguments of jax.distributed.initialize from the flags, or None when this
+    process runs alone (neither --distributed nor any of the coordinator flags given)."""
+    given = {name: FLAGS[name].value for name in ("coordinator_address", "num_processes", "process_id")
+             if FLAGS[name].value is not None}
+    if not FLAGS.distributed and not given:
+        return None
+    if FLAGS.num_processes is not None and FLAGS.process_id is not None and FLAGS.process_id >= FLAGS.num_processes:
+        raise app.UsageError(f"--process_id={FLAGS.process_id}: allowed: 0 <= process_id < "
+                             f"--num_processes={FLAGS.num_processes}")
+    return given
+
+
+def start_jax(settings: dict | None, num_cpu_devices: int | None) -> None:
+    """Sets the CPU device count and joins the multi-process run (`settings` from
+    `distributed_settings`); both must happen before JAX computes anything."""
+    import jax
+
+    if num_cpu_devices is not None:
+        jax.config.update("jax_num_cpu_devices", num_cpu_devices)
+    if settings is not None:
+        try:
+            jax.distributed.initialize(**settings)
+        except ValueError as error:  # a setting neither given nor detected from the environment
+            raise app.UsageError(
+                f"jax.distributed.initialize: {error} Give --coordinator_address, --num_processes and "
+                "--process_id, or run --distributed where JAX detects the cluster (Cloud TPU, SLURM, Open MPI)"
+            ) from None
+
+
 def main(argv):
     if not FLAGS["verbosity"].present:
         absl_logging.set_verbosity(absl_logging.WARNING)  # orbax logs every save at INFO
@@ -122,6 +173,9 @@ def main(argv):
         source = os.path.join(FLAGS.init_from, "checkpoints")
         if not os.path.isdir(source) or not any(name.isdigit() for name in os.listdir(source)):
             raise app.UsageError(f"--init_from={FLAGS.init_from}: no checkpoint in {source}")
+    settings = distributed_settings()
+    if not FLAGS.dry_run:
+        start_jax(settings, FLAGS.num_cpu_devices)  # before build_config: the env checks compute with JAX
     try:
         config = build_config(FLAGS.env, FLAGS.config, FLAGS.mamba, FLAGS.steps)
     except ValueError as error:
