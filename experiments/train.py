@@ -24,7 +24,7 @@ import sys
 from absl import app, flags
 from absl import logging as absl_logging
 
-from mamba_jax.config import PRESETS, Config, get_config
+from mamba_jax.config import GROUP_OF, GROUPS, PRESETS, RENAMED, TOP_LEVEL, Config, get_config
 from mamba_jax.hugepages import reexec_with_hugepage_malloc
 
 FLAGS = flags.FLAGS
@@ -34,7 +34,9 @@ flags.DEFINE_integer("seed", 0, "Base seed; seed i of the run uses fold_in(PRNGK
 flags.DEFINE_integer("num_seeds", 1, "Seeds trained together (vmapped, sharded over devices).", lower_bound=1)
 flags.DEFINE_integer("steps", None, "Budget in real env steps (default: the preset's env_steps).", lower_bound=1)
 flags.DEFINE_bool("mamba", None, "MAMBA (true) or the plain DreamerV3 baseline (false); default: the preset's.")
-flags.DEFINE_multi_string("config", [], "Override a Config field: --config=field=value (repeatable).")
+flags.DEFINE_multi_string(
+    "config", [], "Override a Config field: --config=field=value or --config=group.field=value, e.g. "
+    "--config=units=64 or --config=nets.units=64 (repeatable; docs/training.md lists the groups).")
 flags.DEFINE_integer(
     "chunk_iterations", None, "Iterations per jitted chunk (default: ceil(eval_every / env steps per iteration)).",
     lower_bound=1,
@@ -99,18 +101,29 @@ def parse_value(field: dataclasses.Field, text: str):
     return text
 
 
+def config_field(name: str) -> dataclasses.Field:
+    """The dataclass field of a Config override name: a top-level field (env, mamba, ...), a field
+    of a group named alone (units) or as GROUP.FIELD (nets.units). ValueError naming the allowed."""
+    group, _, field = name.rpartition(".")
+    if not group and name in TOP_LEVEL:
+        return next(f for f in dataclasses.fields(Config) if f.name == name)
+    if field in GROUP_OF and group in ("", GROUP_OF[field]):
+        return next(f for f in dataclasses.fields(GROUPS[GROUP_OF[field]]) if f.name == field)
+    if name in RENAMED:
+        raise ValueError(f"--config: field {name!r} is now {RENAMED[name]!r}")
+    allowed = ", ".join(sorted(TOP_LEVEL + tuple(GROUP_OF)))
+    raise ValueError(f"--config: unknown field {name!r}; allowed: {allowed} (or GROUP.FIELD)")
+
+
 def parse_overrides(items: list[str]) -> dict:
     """['field=value', ...] -> {field: typed value}; ValueError naming the allowed fields."""
-    fields = {f.name: f for f in dataclasses.fields(Config)}
     out = {}
     for item in items:
         if "=" not in item:
             raise ValueError(f"--config={item!r}: expected field=value")
         name, text = item.split("=", 1)
         name = name.strip()
-        if name not in fields:
-            raise ValueError(f"--config: unknown field {name!r}; allowed: {', '.join(sorted(fields))}")
-        out[name] = parse_value(fields[name], text.strip())
+        out[name] = parse_value(config_field(name), text.strip())
     return out
 
 
@@ -124,7 +137,8 @@ def build_config(preset: str, overrides: list[str], mamba: bool | None = None, s
     config = get_config(preset, **values)
     import envs  # validates N, L and the env name (raises ValueError naming the allowed values)
 
-    envs.make(config.env, num_episodes=config.num_episodes, episode_length=config.episode_length)
+    envs.make(config.env, num_episodes=config.protocol.num_episodes,
+              episode_length=config.protocol.episode_length)
     return config
 
 
@@ -183,25 +197,28 @@ def main(argv):
     if FLAGS.dry_run:
         print(config)
         return 0
-    from mamba_jax import train  # imported after validation
+    from mamba_jax import runner  # imported after validation
 
-    train.run(
-        config,
-        FLAGS.logdir,
-        seed=FLAGS.seed,
-        num_seeds=FLAGS.num_seeds,
-        steps=config.env_steps,
-        chunk_iterations=FLAGS.chunk_iterations,
-        eval_every=FLAGS.eval_every,
-        checkpoint_every=FLAGS.checkpoint_every,
-        max_to_keep=FLAGS.max_to_keep,
-        resume=FLAGS.resume,
-        init_from=FLAGS.init_from,
-        final_test=FLAGS.final_test,
-        reference=FLAGS.reference,
-    )
+    try:
+        runner.run(
+            config,
+            FLAGS.logdir,
+            seed=FLAGS.seed,
+            num_seeds=FLAGS.num_seeds,
+            steps=config.protocol.env_steps,
+            chunk_iterations=FLAGS.chunk_iterations,
+            eval_every=FLAGS.eval_every,
+            checkpoint_every=FLAGS.checkpoint_every,
+            max_to_keep=FLAGS.max_to_keep,
+            resume=FLAGS.resume,
+            init_from=FLAGS.init_from,
+            final_test=FLAGS.final_test,
+            reference=FLAGS.reference,
+        )
+    except ValueError as error:  # the runner's refusals are one line each (a resume it cannot do, ...)
+        print(f"error: {error}", file=sys.stderr)
+        return 1
     return 0
-
 
 if __name__ == "__main__":
     reexec_with_hugepage_malloc()  # before any work: faster updates on XLA:CPU (see mamba_jax/hugepages.py)

@@ -3,6 +3,7 @@ train.run; and the plot script on a synthetic logdir."""
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -46,14 +47,14 @@ def test_parse_overrides_errors(item, message):
 def test_build_config():
     config = launcher.build_config("debug", ["batch_size=8"], mamba=False, steps=400)
     assert (config.protocol.batch_size, config.mamba, config.protocol.env_steps, config.name) == (8, False, 400, "debug")
-    with pytest.raises(ValueError, match="Config.batch_size=0: allowed: an integer >= 1"):
+    with pytest.raises(ValueError, match="Config.protocol.batch_size=0: allowed: an integer >= 1"):
         launcher.build_config("debug", ["batch_size=0"])
     with pytest.raises(ValueError, match="unknown preset 'nope'; allowed: point_robot"):
         launcher.build_config("nope", [])
     with pytest.raises(ValueError, match="unknown env 'nope'; allowed|Config.env='nope'"):
         launcher.build_config("debug", ["env=nope"])
     assert launcher.build_config("debug", ["reward_from_deter=true"]).world_model.reward_from_deter is True
-    with pytest.raises(ValueError, match="Config.reward_from_deter=1: allowed: True or False"):
+    with pytest.raises(ValueError, match="Config.world_model.reward_from_deter=1: allowed: True or False"):
         mj.get_config("debug", reward_from_deter=1)
     assert launcher.build_config("debug", ["free_bits=0.5"]).world_model.free_bits == 0.5
     with pytest.raises(ValueError, match="unknown field 'dyn_free_bits'"):
@@ -78,6 +79,33 @@ def test_main_passes_flags_to_run(monkeypatch, tmp_path):
     assert kwargs["num_seeds"] == 3 and kwargs["seed"] == 5 and kwargs["steps"] == 400
     assert kwargs["chunk_iterations"] == 4 and kwargs["eval_every"] == 80 and kwargs["checkpoint_every"] == 2
     assert kwargs["resume"] is True and kwargs["init_from"] == str(tmp_path / "src")
+
+
+def test_config_overrides_by_field_or_group_and_field():
+    config = launcher.build_config("debug", ["nets.units=16", "deter=8", "behavior.imag_horizon=2"])
+    assert (config.nets.units, config.nets.deter, config.behavior.imag_horizon) == (16, 8, 2)
+    for item, message in (("optim.units=16", "unknown field 'optim.units'"),
+                          ("horizon_buckets=3", "field 'horizon_buckets' is now 'num_horizon_buckets'"),
+                          ("nets.units=1.5", "--config=units=1.5: allowed: an integer")):
+        with pytest.raises(ValueError, match=re.escape(message)):
+            launcher.build_config("debug", [item])
+
+
+def test_main_prints_the_runners_refusal_in_one_line(monkeypatch, tmp_path, capsys):
+    """A failure the runner reports (e.g. resume with no intact checkpoint) ends the launcher with
+    exit status 1 and one line on stderr, without a traceback."""
+    message = f"cannot resume {tmp_path}: no intact checkpoint in {tmp_path}/checkpoints (80: meta unreadable)"
+
+    def refuse(*args, **kwargs):
+        raise ValueError(message)
+
+    monkeypatch.setattr(tr, "run", refuse)
+    launcher.FLAGS(["train", "--env=debug", f"--logdir={tmp_path}", "--resume"])
+    try:
+        assert launcher.main(["train"]) == 1
+    finally:
+        launcher.FLAGS.unparse_flags()
+    assert capsys.readouterr().err == f"error: {message}\n"
 
 
 def _compiled_training(stderr: str) -> list[str]:
@@ -114,7 +142,7 @@ def test_bad_flags_fail_before_compiling(flags, message, tmp_path):
     [
         (["--env=debug", "--logdir=LOG", "--config=foo=1"], "unknown field 'foo'; allowed:"),
         (["--env=debug", "--logdir=LOG", "--config=episode_length=0"], "allowed: an integer >= 1"),
-        (["--env=debug", "--logdir=LOG", "--config=eval_tasks=-3"], "Config.eval_tasks=-3: allowed: an integer >= 1"),
+        (["--env=debug", "--logdir=LOG", "--config=eval_tasks=-3"], "Config.eval.eval_tasks=-3: allowed: an integer >= 1"),
         (["--logdir=LOG"], "--env is required; allowed: point_robot"),
         (["--env=debug"], "--logdir is required"),
         (["--env=debug", "--logdir=LOG", "--init_from=LOG_nowhere"], "_nowhere: no checkpoint in"),

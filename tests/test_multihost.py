@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 
 from experiments import train as launcher
-from mamba_jax import train as tr
+from mamba_jax import runner as tr
 from mamba_jax.checkpoint import Checkpointer
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -142,8 +142,8 @@ def test_two_processes_train_and_resume_like_one(tmp_path):
 
 
 def _main(monkeypatch, *flags):
-    """Runs the launcher's main in this process with start_jax, build_config and train.run
-    recorded (start_jax and train.run not run); the calls in order."""
+    """Runs the launcher's main in this process with start_jax, build_config and runner.run
+    recorded (start_jax and runner.run not run); the calls in order."""
     calls = []
     monkeypatch.setattr(launcher, "start_jax", lambda *args: calls.append(("start_jax", args)))
     build_config = launcher.build_config
