@@ -70,3 +70,25 @@ def point_robot_spaces():
     (the `debug` preset's)."""
     env, params = envs.make("point_robot", num_episodes=2, episode_length=10)
     return env.observation_space(params), env.action_space(params)
+
+
+def _refused_everywhere(env, state, params, meta, meta_state, meta_params, action, message, jit_step, key):
+    """Asserts that the raw env (eager step_env, a jitted step_env, gymnax's step) and the meta-episode
+    wrapper (step_env, jitted step) each refuse `action` with a ValueError matching `message`."""
+    calls = [
+        lambda: env.step_env(key, state, action, params),
+        lambda: jit_step(key, state, action, params),
+        lambda: env.step(key, state, action, params),
+        lambda: meta.step_env(key, meta_state, action, meta_params),
+        lambda: jax.jit(meta.step)(key, meta_state, action, meta_params),
+    ]
+    for call in calls:
+        with pytest.raises(ValueError, match=message):
+            call()
+
+
+@pytest.fixture(scope="session")
+def assert_action_refused():
+    """(env, state, params, meta, meta_state, meta_params, action, message, jit_step, key) -> None:
+    every way of stepping the env and its meta-episode wrapper refuses `action` (docs/envs.md)."""
+    return _refused_everywhere

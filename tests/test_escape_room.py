@@ -176,7 +176,7 @@ WRONG_ACTIONS = {
 
 
 @pytest.mark.parametrize("action", WRONG_ACTIONS.values(), ids=WRONG_ACTIONS.keys())
-def test_wrong_action_shape_or_dtype_is_refused(action):
+def test_wrong_action_shape_or_dtype_is_refused(action, assert_action_refused):
     """The raw env (eager, jitted, gymnax's step) and the wrapped env refuse it, naming (2,) floats."""
     got = jnp.asarray(action)
     message = (
@@ -185,17 +185,7 @@ def test_wrong_action_shape_or_dtype_is_refused(action):
     )
     meta, params = envs.make("escape_room", num_episodes=2, episode_length=3)
     _, meta_state = meta.reset(KEY, params)
-    state = _state((0.5, 0.0))
-    calls = [
-        lambda: ENV.step_env(KEY, state, action, P),
-        lambda: STEP(KEY, state, action, P),
-        lambda: ENV.step(KEY, state, action, P),
-        lambda: meta.step_env(KEY, meta_state, action, params),
-        lambda: jax.jit(meta.step)(KEY, meta_state, action, params),
-    ]
-    for call in calls:
-        with pytest.raises(ValueError, match=message):
-            call()
+    assert_action_refused(ENV, _state((0.5, 0.0)), P, meta, meta_state, params, action, message, STEP, KEY)
 
 
 def test_right_actions_work_under_jit_and_vmap():

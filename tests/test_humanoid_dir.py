@@ -172,7 +172,7 @@ def test_bad_actions_keep_state_finite_and_deterministic(env, step, reset):
 
 
 @pytest.mark.parametrize("action", [jnp.zeros(2), jnp.zeros((17, 1)), jnp.zeros(17, jnp.int32), jnp.zeros(17, bool)])
-def test_wrong_action_shape_or_dtype_is_refused(env, step, reset, action):
+def test_wrong_action_shape_or_dtype_is_refused(env, step, reset, action, assert_action_refused):
     """Refused by the raw env (eager, jitted, gymnax's step) and the wrapped env, naming (17,)
     floats; the check runs before the physics is traced."""
     got = jnp.asarray(action)
@@ -184,16 +184,8 @@ def test_wrong_action_shape_or_dtype_is_refused(env, step, reset, action):
     _, state = reset(jax.random.key(4), jnp.float32(1.0), params)
     meta, meta_params = envs.MetaEpisodeWrapper(env), envs.MetaParams(params, num_episodes=2, episode_length=3)
     meta_state = envs.MetaState(state, state.task, *(jnp.zeros((), jnp.int32),) * 3, *(jnp.zeros((), bool),) * 2)
-    calls = [
-        lambda: env.step_env(jax.random.key(0), state, action, params),
-        lambda: step(jax.random.key(0), state, action, params),
-        lambda: env.step(jax.random.key(0), state, action, params),
-        lambda: meta.step_env(jax.random.key(0), meta_state, action, meta_params),
-        lambda: meta.step(jax.random.key(0), meta_state, action, meta_params),
-    ]
-    for call in calls:
-        with pytest.raises(ValueError, match=message):
-            call()
+    assert_action_refused(env, state, params, meta, meta_state, meta_params, action, message, step,
+                          jax.random.key(0))
 
 
 def test_registry_and_params_errors():

@@ -249,7 +249,7 @@ def test_vmap_matches_loop(env, fns):
 @pytest.mark.parametrize(
     "action", [jnp.zeros(3), jnp.zeros((1, 2)), jnp.zeros(17), jnp.array([1, 0]), np.array([1, 0], np.int64)]
 )
-def test_wrong_action_shape_or_dtype_is_refused(env, fns, action):
+def test_wrong_action_shape_or_dtype_is_refused(env, fns, action, assert_action_refused):
     """Refused by the raw env (eager, jitted, gymnax's step) and the wrapped env, naming (2,) floats;
     the check runs before the physics is traced."""
     got = jnp.asarray(action)
@@ -261,16 +261,8 @@ def test_wrong_action_shape_or_dtype_is_refused(env, fns, action):
     state = _state((0.0, 0.0), np.zeros((3, 2)))
     meta, meta_params = envs.MetaEpisodeWrapper(env), envs.MetaParams(params, num_episodes=2, episode_length=3)
     meta_state = envs.MetaState(state, state.task, *(jnp.zeros((), jnp.int32),) * 3, *(jnp.zeros((), bool),) * 2)
-    calls = [
-        lambda: env.step_env(jax.random.key(0), state, action, params),
-        lambda: fns["step"](jax.random.key(0), state, action, params),
-        lambda: env.step(jax.random.key(0), state, action, params),
-        lambda: meta.step_env(jax.random.key(0), meta_state, action, meta_params),
-        lambda: meta.step(jax.random.key(0), meta_state, action, meta_params),
-    ]
-    for call in calls:
-        with pytest.raises(ValueError, match=message):
-            call()
+    assert_action_refused(env, state, params, meta, meta_state, meta_params, action, message, fns["step"],
+                          jax.random.key(0))
     # Under vmap the check sees one example: [4, 2] int actions are 4 int actions of shape (2,).
     states = jax.tree.map(lambda x: jnp.stack([x] * 4), state)
     with pytest.raises(ValueError, match=r"shape \(2,\), dtype int32\); expected a float array"):

@@ -222,22 +222,13 @@ WRONG_ACTIONS = {
 
 
 @pytest.mark.parametrize("action, got", WRONG_ACTIONS.values(), ids=WRONG_ACTIONS.keys())
-def test_wrong_action_shape_or_dtype_is_refused(action, got):
+def test_wrong_action_shape_or_dtype_is_refused(action, got, assert_action_refused):
     """The raw env (eager, jitted, gymnax's step) and the wrapped env refuse it, naming int scalars."""
     message = rf"Rooms: invalid action \({re.escape(got)}\); expected an integer scalar of shape \(\)"
     meta, params = envs.make("rooms_meta", episode_length=3)
-    _, meta_state = meta.reset(jax.random.PRNGKey(0), params)
-    state, key = _state((1, 0)), jax.random.PRNGKey(0)
-    calls = [
-        lambda: ENV.step_env(key, state, action, PARAMS[3]),
-        lambda: STEP(key, state, action, PARAMS[3]),
-        lambda: ENV.step(key, state, action, PARAMS[3]),
-        lambda: meta.step_env(key, meta_state, action, params),
-        lambda: jax.jit(meta.step)(key, meta_state, action, params),
-    ]
-    for call in calls:
-        with pytest.raises(ValueError, match=message):
-            call()
+    key = jax.random.PRNGKey(0)
+    _, meta_state = meta.reset(key, params)
+    assert_action_refused(ENV, _state((1, 0)), PARAMS[3], meta, meta_state, params, action, message, STEP, key)
 
 
 def test_right_actions_work_under_jit_and_vmap():
