@@ -179,3 +179,19 @@ def test_envs_json_shape(tmp_path):
     assert set(result["numpy_point_robot"]["widths"]) == {"2"}
     assert set(result["ratio_jax_over_numpy_point_robot"]) == {"2"}
     assert result["quick"] is False and len(result["load_average_at_start"]) == 3
+
+
+def test_fingerprint_differences_name_every_changed_number():
+    from experiments.benchmarks import fingerprint
+
+    recorded = {"rows": [{"a": 1.0, "b": [1, 2]}], "digest": "x", "only_old": 1}
+    assert fingerprint.differences(recorded, recorded) == []
+    current = {"rows": [{"a": 1.5, "b": [1, 3]}], "digest": "x", "only_new": 2}
+    assert fingerprint.differences(recorded, current) == [
+        "/only_new: only in current",
+        "/only_old: only in recorded",
+        "/rows[0]/a: recorded 1.0, now 1.5",
+        "/rows[0]/b[1]: recorded 2, now 3",
+    ]
+    # a list of another length is one difference, not an index error
+    assert fingerprint.differences({"r": [1]}, {"r": [1, 2]}) == ["/r: recorded [1], now [1, 2]"]

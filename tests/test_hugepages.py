@@ -28,7 +28,11 @@ def test_no_reexec_when_opted_out_or_already_set(supported):
     assert hugepages.hugepage_environment({"MAMBA_JAX_HUGEPAGES": "0"}) is None
     assert hugepages.hugepage_environment({"GLIBC_TUNABLES": "glibc.malloc.hugetlb=0"}) is None
     assert hugepages.hugepage_environment({"GLIBC_TUNABLES": "glibc.malloc.hugetlb=1"}) is None
-    assert hugepages.hugepage_environment({"MAMBA_JAX_HUGEPAGES": "1"}) is not None
+    assert hugepages.hugepage_environment({"MAMBA_JAX_HUGEPAGES": "1"}) == {
+        "MAMBA_JAX_HUGEPAGES": "1", "GLIBC_TUNABLES": hugepages.TUNABLE}
+    # other tunables are kept, the huge-page one appended
+    assert hugepages.hugepage_environment({"GLIBC_TUNABLES": "glibc.malloc.arena_max=2"}) == {
+        "GLIBC_TUNABLES": f"glibc.malloc.arena_max=2:{hugepages.TUNABLE}"}
 
 
 def test_no_reexec_without_glibc_or_thp(monkeypatch):
@@ -39,7 +43,7 @@ def test_no_reexec_without_glibc_or_thp(monkeypatch):
     monkeypatch.setattr(hugepages.platform, "libc_ver", lambda: ("", ""))  # musl, macOS
     assert hugepages.hugepage_environment({}) is None
     monkeypatch.setattr(hugepages.platform, "libc_ver", lambda: ("glibc", "2.36"))
-    assert hugepages.hugepage_environment({}) is not None
+    assert hugepages.hugepage_environment({}) == {"GLIBC_TUNABLES": hugepages.TUNABLE}
     monkeypatch.setattr(hugepages, "_thp_available", lambda: False)
     assert hugepages.hugepage_environment({}) is None
     monkeypatch.setattr(hugepages, "_thp_available", lambda: True)
