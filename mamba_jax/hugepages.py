@@ -7,8 +7,8 @@ working set as new 4-KiB pages: one update of the full `point_robot` preset page
 glibc >= 2.35 has a tunable, `glibc.malloc.hugetlb=1`, that makes malloc request transparent
 huge pages (madvise) for those blocks: 23x fewer faults (380k -> 16k per update), a third of the
 kernel time, and a 1.35x faster point_robot update timed alone (median of 3 interleaved rounds:
-`python -m experiments.bench_malloc` -> `results/bench_malloc.json`). A training chunk, which
-allocates once for all the updates inside it, gains less (README, "Against the authors' code").
+`results/bench_malloc.json`; the script last existed at commit b7ad6bd). A training chunk, which
+allocates once for all the updates inside it, gains less (docs/benchmarks.md, "Huge pages for malloc").
 A preloaded tcmalloc (`LD_PRELOAD=libtcmalloc_minimal.so.4`), which keeps freed memory for reuse,
 did as well in a quick check (not in the benchmark).
 
