@@ -105,7 +105,7 @@ class PointRobot(TaskEnv):
     ) -> tuple[jax.Array, PointRobotState, jax.Array, jax.Array, dict]:
         action = self.check_action(action, params)
         # The draw is skipped when wind_std == 0 (a real branch unless wind_std is vmapped): the
-        # same values either way, ~3x the steps/s of `point_robot` (experiments/bench_envs.py).
+        # same values either way, ~3x the steps/s of `point_robot` (experiments/benchmarks/envs.py).
         wind = jax.lax.cond(
             params.wind_std > 0,
             lambda k: params.wind_std * jax.random.normal(k, (2,), jnp.float32),

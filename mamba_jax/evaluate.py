@@ -1,4 +1,4 @@
-"""The evaluation protocol (spec section 5).
+"""The evaluation protocol (docs/algorithm.md, section 8).
 
 * A fixed set of `config.eval.eval_tasks` evaluation tasks per run: the envs are reset with keys
   split from the run's `eval_key` (drawn once, stored in the TrainState, checkpointed), so the

@@ -9,7 +9,8 @@
     state = fns.init(keys)                             # keys [4, 2]: every leaf gains a seed axis
     state, summary = fns.train_chunk(state, np.int32(0))
 
-One *iteration* (spec section 4): collect one meta-episode in each of `config.protocol.num_envs` envs
+One *iteration* (docs/algorithm.md, section 7): collect one meta-episode in each of
+`config.protocol.num_envs` envs
 with the stochastic policy, insert them into replay (FIFO), set the agent's env-step counter,
 then run U updates, each on a fresh batch (MAMBA: B whole meta-episodes from entry 0;
 DreamerV3 baseline: B windows of `window_length` entries). U is static:
@@ -271,7 +272,7 @@ def over_seeds(fn, num_seeds: int, in_axes=0):
     """`jax.vmap(fn, in_axes, spmd_axis_name="seed")` over the leading seed axis of the arguments
     with in_axes 0 (the others are shared). With one seed it calls fn on the squeezed arguments
     and adds the axis back instead: with a vmap of size 1 a full point_robot update inside a training
-    iteration ran 10 % slower than alone (experiments.bench_train: 3.08 s against 2.79 s; without
+    iteration ran 10 % slower than alone (experiments.benchmarks.train_iteration: 3.08 s against 2.79 s; without
     it 2.89 s against 2.87 s); the results agree up to float rounding (tests/test_train.py)."""
     if num_seeds != 1:
         return jax.vmap(fn, in_axes=in_axes, spmd_axis_name="seed")
