@@ -10,9 +10,8 @@
     state, summary = fns.train_chunk(state, np.int32(0))
 
 One *iteration* (docs/algorithm.md, section 7): collect one meta-episode in each of
-`config.protocol.num_envs` envs
-with the stochastic policy, insert them into replay (FIFO), set the agent's env-step counter,
-then run U updates, each on a fresh batch (MAMBA: B whole meta-episodes from entry 0;
+`config.protocol.num_envs` envs with the stochastic policy, insert them into replay (FIFO), set the
+agent's env-step counter, then run U updates, each on a fresh batch (MAMBA: B whole meta-episodes from entry 0;
 DreamerV3 baseline: B windows of `window_length` entries). U is static:
 
     U = max(1, floor(train_ratio * num_envs * T / N + 0.5))
