@@ -141,9 +141,7 @@ GROUPS: dict[str, type] = {
 TOP_LEVEL = ("name", "env", "mamba")
 # Fields renamed since checkpoints were first written (old name -> new name).
 RENAMED = {"horizon_buckets": "num_horizon_buckets"}
-# Options removed from the library (docs/learning_checks.md says what they showed and at which commit
-# they last existed), with the value that meant "off": an old config with that value still loads.
-REMOVED = {"grounded_imagination": False, "imag_latent_mode": False, "dyn_free_bits": -1.0, "expl_target": "latent"}
+
 
 
 def _group_of_field() -> dict[str, str]:
@@ -217,21 +215,20 @@ class Config:
     def from_dict(cls, data: dict) -> "Config":
         """A Config from `to_dict()`'s nested dict, or from the flat dict that runs saved before the
         fields were grouped (their run.json / checkpoints). Renamed fields are mapped (RENAMED); a
-        removed option (REMOVED) is accepted only at its "off" value, otherwise a ValueError names it.
-        Not validated."""
-        flat_values = {}
+        field this Config does not have (an option since removed from the library: docs/learning_checks.md
+        names them and the commit at which they last existed) raises a ValueError naming it. Not validated."""
+        values = {}
         for key, value in data.items():
             if key in GROUPS and isinstance(value, dict):
-                flat_values.update(value)
+                values.update(value)
             else:
-                flat_values[key] = value
-        removed_on = {k: v for k, v in flat_values.items() if k in REMOVED and v != REMOVED[k]}
-        if removed_on:
+                values[key] = value
+        values = {RENAMED.get(k, k): v for k, v in values.items()}
+        unknown = sorted(k for k in values if k not in TOP_LEVEL and k not in GROUP_OF)
+        if unknown:
             raise ValueError(
-                "this config uses option(s) removed from the library: "
-                + ", ".join(f"{k}={v!r}" for k, v in sorted(removed_on.items()))
-                + "; docs/learning_checks.md names the commit at which they last existed")
-        values = {RENAMED.get(k, k): v for k, v in flat_values.items() if k not in REMOVED}
+                f"this config has field(s) that Config no longer has: {', '.join(unknown)}; options removed from "
+                "the library are listed in docs/learning_checks.md with the commit at which they last existed")
         return cls().replace(**values)
 
     # ------------------------------------------------------------------ validation
@@ -352,9 +349,6 @@ def field_values(data: dict) -> dict:
 def _unknown_field_message(key: str) -> str:
     if key in RENAMED:
         return f"Config field {key!r} is now {RENAMED[key]!r}"
-    if key in REMOVED:
-        return (f"Config field {key!r} was removed from the library (docs/learning_checks.md names the commit at "
-                "which it last existed)")
     allowed = sorted(TOP_LEVEL + tuple(GROUP_OF))
     return f"unknown Config field {key!r}; allowed: {', '.join(allowed)} (or GROUP.FIELD)"
 
