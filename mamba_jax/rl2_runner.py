@@ -8,13 +8,13 @@
     out["test"]    # the final test summary (LOGDIR/final_test.json)
 
 It writes what MAMBA's runner (mamba_jax/runner.py) writes, with the same keys (experiments.plot
-draws both): LOGDIR/metrics.jsonl (a row per chunk:
-env_steps, wall_seconds, iterations, updates, train/* means over the chunk's updates and over
-seeds, eval/* on evaluation chunks with .../per_seed lists and .../_vs_bayes fractions),
-TensorBoard events, run.json ({"algo": "rl2", "config": ..., ...}), reference.json,
-checkpoints/ and final_test.json. The steps of a run are runner.py's own functions (start or
-resume past damaged checkpoints, the first row, evaluation on the run's fixed tasks with the
-deterministic policy, checkpoint, final test); only the chunk loop and its rows are RL^2's.
+draws both): LOGDIR/metrics.jsonl (a row per chunk: env_steps, wall_seconds, iterations,
+updates, train/* means over the chunk's updates and over seeds, eval/* on evaluation chunks with
+.../per_seed lists and .../_vs_bayes fractions), TensorBoard events, run.json ({"algo": "rl2",
+"config": ..., ...}), reference.json, checkpoints/ and final_test.json. The steps of a run are
+runner.py's own functions (start or resume past damaged checkpoints, the first row, evaluation
+on the run's fixed tasks with the deterministic policy, checkpoint, final test); only the chunk
+loop and its rows are RL^2's.
 
 Units: an RL^2 iteration is one PPO update (num_envs meta-episodes of T = N * L steps, then the
 PPO epochs), so a row's `iterations` and `updates` are equal. A run does `steps // (num_envs * T)`
@@ -23,7 +23,7 @@ does not divide the budget; chunk boundaries stay at multiples of the chunk leng
 run ends its chunks where the uninterrupted one does). env_steps counts the real env steps: with
 envs that terminate early (a fall) they are fewer than updates * num_envs * T.
 
-One process (the seeds are spread over the local devices, `trainer.make_mesh`).
+One process: the seeds are spread over gcd(num_seeds, local devices) devices (`compile_rl2`).
 """
 
 from __future__ import annotations
@@ -73,9 +73,10 @@ def run_rl2(
 
     resume=True continues from the newest intact checkpoint in LOGDIR/checkpoints (same config,
     seed and num_seeds required; damaged newer checkpoints are set aside with a warning line;
-    runner._resume) and reproduces the uninterrupted run's metrics and parameters exactly;
-    without a checkpoint it starts a new run. A LOGDIR with checkpoints and resume=False is
-    refused (ValueError).
+    runner._resume) and reproduces the uninterrupted run's metrics and parameters exactly (a run
+    stopped by a smaller `steps` inside a chunk adds its own row there; the parameters and the
+    rows after the next chunk boundary still equal); without a checkpoint it starts a new run. A
+    LOGDIR with checkpoints and resume=False is refused (ValueError).
 
     Seed i starts from fold_in(PRNGKey(seed), i) (runner.seed_keys). `functions` (from
     `compile_rl2` with the same config and num_seeds) reuses compiled functions across runs.
@@ -86,8 +87,8 @@ def run_rl2(
     import envs
     from mamba_jax.logging import Logger
 
-    budget = int(config.total_env_steps if steps is None else steps)
-    budget, eval_every, chunk_updates = _arguments(config, num_seeds, budget, eval_every, checkpoint_every, None)
+    steps = config.total_env_steps if steps is None else steps
+    budget, eval_every, chunk_updates = _arguments(config, num_seeds, steps, eval_every, checkpoint_every, None)
     if budget < config.steps_per_update:
         raise ValueError(f"steps={budget}: allowed: >= num_envs * N * L = {config.steps_per_update} (one update)")
     total_updates = budget // config.steps_per_update
@@ -141,7 +142,7 @@ def run_rl2(
 
 def compile_rl2(config: rl2.RL2Config, num_seeds: int, env=None, env_params=None, devices=None) -> RunFunctions:
     """jit(vmap(...)) of rl2.make_train's functions over seeds, seed-sharded over `devices`
-    (default: as many local devices as divide num_seeds), in runner.py's RunFunctions:
+    (default: the first gcd(num_seeds, #local devices) local devices), in runner.py's RunFunctions:
 
         init(keys [seeds, 2]) -> RL2State
         train_chunk(RL2State, num_updates: static int) -> (RL2State, summary)  (`chunk_summary`; donates the state)

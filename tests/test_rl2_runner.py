@@ -1,9 +1,10 @@
-"""The RL^2 runner (mamba_jax/rl2_runner.py) and launcher (experiments/train_rl2.py) on the tiny
-`debug` RL^2 preset moved to `rooms` (N x L = 2 x 10, 4 envs: 80 env steps per update; an untrained
-policy's returns there differ between tasks, episodes and seeds, unlike the point robot's zeros):
-the files and rows of a run, its evaluations against rl2.evaluate on the protocol's tasks, exact
-resume (also past a damaged checkpoint), refusals, and the command line. The compiled functions
-are shared by the tests of this module."""
+"""The RL^2 runner (mamba_jax/rl2_runner.py), launcher (experiments/train_rl2.py) and throughput
+benchmark (experiments/benchmarks/rl2_throughput.py) on the tiny `debug` RL^2 preset moved to
+`rooms` (N x L = 2 x 10, 4 envs: 80 env steps per update; an untrained policy's returns there
+differ between tasks, episodes and seeds, unlike the point robot's zeros): the files and rows of
+a run, its evaluations against rl2.evaluate on the protocol's tasks, exact resume (also past a
+damaged checkpoint), refusals, the command line, the benchmark's record. The compiled functions
+are shared by the runner's tests."""
 
 import dataclasses
 import json
@@ -239,7 +240,7 @@ def test_bad_values_are_refused_naming_what_is_allowed():
 
 
 def test_main_passes_the_flags_to_run_rl2(monkeypatch, tmp_path, capsys):
-    values = launcher.parse_overrides(["total_env_steps=1e4", "lr=3e-4", "anneal_lr=no", "env=rooms", " gru_units = 8 "])
+    values = launcher.parse_overrides(["total_env_steps=1e4", "lr=3e-4", "anneal_lr=no", "env=rooms", " gru_units = 8"])
     assert values == {"total_env_steps": 10000, "lr": 3e-4, "anneal_lr": False, "env": "rooms", "gru_units": 8}
     assert type(values["total_env_steps"]) is int and type(values["lr"]) is float
     calls = []
@@ -268,3 +269,24 @@ def parsed(*args) -> flags.FlagValues:
     launcher.define_flags(flag_values)
     flag_values(["train_rl2", *args])
     return flag_values
+
+
+def test_throughput_benchmark_record(tmp_path):
+    """experiments.benchmarks.rl2_throughput on the debug preset (1 seed, 2 timed chunks of one
+    update): the record's figures follow from its own timings."""
+    from experiments.benchmarks import rl2_throughput as bench
+
+    out = tmp_path / "bench.json"
+    flag_values = flags.FlagValues()
+    bench.define_flags(flag_values)
+    flag_values(["rl2_throughput", "--preset=debug", "--num_seeds=1", "--updates=1", "--reps=2", f"--out={out}"])
+    bench.main(["rl2_throughput"], flag_values)
+    record = json.loads(out.read_text())
+    assert record["command"] == ("python -m experiments.benchmarks.rl2_throughput --preset=debug --num_seeds=1 "
+                                 f"--updates=1 --reps=2 --out={out}")
+    assert "load average" in record["uptime_before"] and record["env_steps_per_update"] == 80
+    (result,) = record["results"]
+    assert result["env_steps_per_chunk"] == [80, 80] and len(result["seconds"]) == 2
+    assert result["median_seconds"] == pytest.approx(np.median(result["seconds"]))
+    assert result["env_steps_per_second"] == pytest.approx(80 / result["median_seconds"])
+    assert result["compile_and_first_chunk_seconds"] > result["median_seconds"] and result["finite_loss"]
