@@ -32,6 +32,7 @@ import dataclasses
 import math
 import os
 import time
+from functools import partial
 from typing import Callable
 
 import jax
@@ -144,11 +145,15 @@ def compile_rl2(config: rl2.RL2Config, num_seeds: int, env=None, env_params=None
     """jit(vmap(...)) of rl2.make_train's functions over seeds, seed-sharded over `devices`
     (default: the first gcd(num_seeds, #local devices) local devices), in runner.py's RunFunctions:
 
-        init(keys [seeds, 2]) -> RL2State
+        init(keys [seeds, 2]) -> RL2State  (seed after seed: see below)
         train_chunk(RL2State, num_updates: static int) -> (RL2State, summary)  (`chunk_summary`; donates the state)
         evaluate(RL2State, reset_keys [seeds, E, 2], keys [seeds, 2]) -> {"return": [seeds, E], ...}
 
-    `trainer` is the rl2.RL2Trainer."""
+    `trainer` is the rl2.RL2Trainer. `init` runs the seeds one after another (lax.map), not
+    vmapped: the networks' orthogonal initialisers are QR factorisations, and two batched QRs
+    (LAPACK through jaxlib's thread pool) at once never finished on a 2-core CPU (jax 0.10.2:
+    `jax.jit(jax.vmap(init))` of two orthogonal 384x768 and 256x768 matrices hung, the same
+    under lax.map ran), which hung the point_robot preset's runs of 2 and 3 seeds."""
     if devices is None:
         local = jax.local_devices()
         devices = local[: math.gcd(num_seeds, len(local))]
@@ -172,7 +177,7 @@ def compile_rl2(config: rl2.RL2Config, num_seeds: int, env=None, env_params=None
         trainer=trainer,
         mesh=mesh,
         sharding=sharding,
-        init=jax.jit(over_seeds(trainer.init, num_seeds), in_shardings=sharding, out_shardings=sharding),
+        init=jax.jit(partial(jax.lax.map, trainer.init), in_shardings=sharding, out_shardings=sharding),
         train_chunk=jax.jit(train_chunk, static_argnums=1, donate_argnums=0, out_shardings=sharding),
         evaluate=jax.jit(over_seeds(evaluate, num_seeds), in_shardings=sharding, out_shardings=sharding),
     )

@@ -290,3 +290,25 @@ def test_throughput_benchmark_record(tmp_path):
     assert result["median_seconds"] == pytest.approx(np.median(result["seconds"]))
     assert result["env_steps_per_second"] == pytest.approx(80 / result["median_seconds"])
     assert result["compile_and_first_chunk_seconds"] > result["median_seconds"] and result["finite_loss"]
+
+
+INIT_POINT_ROBOT = """
+import jax, numpy as np
+from mamba_jax import rl2, rl2_runner, runner
+config = rl2.get_rl2_config("point_robot")
+fns = rl2_runner.compile_rl2(config, 3)
+state = fns.init(jax.device_put(runner.seed_keys(0, 3), fns.sharding))
+alone = jax.jit(fns.trainer.init)(runner.seed_keys(0, 3)[2])
+for a, b in zip(jax.tree.leaves(state), jax.tree.leaves(alone), strict=True):
+    np.testing.assert_array_equal(np.asarray(a)[2], np.asarray(b))
+print("ok", sum(x.size for x in jax.tree.leaves(alone.params)))
+"""
+
+
+def test_init_of_full_size_networks_for_three_seeds():
+    """compile_rl2's init of the point_robot preset (GRU 256) for 3 seeds finishes (a vmapped init,
+    batched QRs of the orthogonal initialisers, hung on a 2-core CPU), and its seed 2 is the
+    trainer's init of that seed's key alone. In a subprocess, so that a hang fails the test."""
+    proc = subprocess.run([sys.executable, "-c", INIT_POINT_ROBOT], cwd=REPO, capture_output=True, text=True,
+                          timeout=180, env=dict(os.environ, PYTHONPATH=REPO))
+    assert proc.returncode == 0 and proc.stdout.startswith("ok "), proc.stderr[-2000:]
