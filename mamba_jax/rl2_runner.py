@@ -13,8 +13,9 @@ updates, train/* means over the chunk's updates and over seeds, eval/* on evalua
 .../per_seed lists and .../_vs_bayes fractions), TensorBoard events, run.json ({"algo": "rl2",
 "config": ..., ...}), reference.json, checkpoints/ and final_test.json. The steps of a run are
 runner.py's own functions (start or resume past damaged checkpoints, the first row, evaluation
-on the run's fixed tasks with the deterministic policy, checkpoint, final test); only the chunk
-loop and its rows are RL^2's.
+on the run's fixed tasks with the deterministic policy, checkpoint, final test), given the
+config's fields under the names they read (`runner_view`) and the settings in the layout
+runner.check_resume compares (`_resume_info`); only the chunk loop and its rows are RL^2's.
 
 Units: an RL^2 iteration is one PPO update (num_envs meta-episodes of T = N * L steps, then the
 PPO epochs), so a row's `iterations` and `updates` are equal. A run does `steps // (num_envs * T)`
@@ -33,6 +34,7 @@ import math
 import os
 import time
 from functools import partial
+from types import SimpleNamespace
 from typing import Callable
 
 import jax
@@ -88,8 +90,8 @@ def run_rl2(
     import envs
     from mamba_jax.logging import Logger
 
-    steps = config.total_env_steps if steps is None else steps
-    budget, eval_every, chunk_updates = _arguments(config, num_seeds, steps, eval_every, checkpoint_every, None)
+    view = runner_view(config)
+    budget, eval_every, chunk_updates = _arguments(view, num_seeds, steps, eval_every, checkpoint_every, None)
     if budget < config.steps_per_update:
         raise ValueError(f"steps={budget}: allowed: >= num_envs * N * L = {config.steps_per_update} (one update)")
     total_updates = budget // config.steps_per_update
@@ -99,13 +101,14 @@ def run_rl2(
         raise ValueError("`functions` were compiled for a different config or num_seeds")
     say = print_fn or (lambda s: print(s, flush=True))
     run_info = _run_info(config, seed, num_seeds, chunk_updates, fns)
+    resume_info = _resume_info(run_info)
     checkpointer = ckpt_lib.Checkpointer(os.path.join(logdir, "checkpoints"), max_to_keep=max_to_keep)
     keys = jax.device_put(seed_keys(seed, num_seeds), fns.sharding)
-    start = _start(logdir, fns, keys, checkpointer, run_info, resume, None, True, say)
+    start = _start(logdir, fns, keys, checkpointer, resume_info, resume, None, True, say)
 
     logger = Logger(logdir, budget, start_steps=start.env_steps, print_fn=say)
     logger.write_json("run.json", {**run_info, "host": _host_info()})
-    ref = _reference(config, env, env_params, logger) if reference else None
+    ref = _reference(view, env, env_params, logger) if reference else None
     say(f"{config.name} (RL^2): {num_seeds} seed(s), {config.steps_per_update} env steps per update, "
         f"{total_updates} updates in chunks of {chunk_updates}")
     started = time.time() - start.wall_seconds
@@ -113,7 +116,7 @@ def run_rl2(
     state, next_eval, chunks = start.state, start.next_eval, start.chunks
     if state is None:
         state = fns.init(keys)
-        row = _first_row(fns, state, config, ref, started)
+        row = _first_row(fns, state, view, ref, started)
         next_eval = _next_eval(row["env_steps"], eval_every)
         logger.log(row)
     updates = int(to_host(state.updates)[0])
@@ -126,16 +129,16 @@ def run_rl2(
         row = chunk_row(to_host(summary), started)
         env_steps, updates = row["env_steps"], row["updates"]
         if env_steps >= next_eval or updates >= total_updates:
-            row.update(_evaluation(fns, state, config, ref))
+            row.update(_evaluation(fns, state, view, ref))
             next_eval = _next_eval(env_steps, eval_every)
         row["wall_seconds"] = time.time() - started
         logger.log(row)
         if chunks % checkpoint_every == 0 or updates >= total_updates:
-            _save(checkpointer, state, row, next_eval, chunks, run_info)
+            _save(checkpointer, state, row, next_eval, chunks, resume_info)
 
     test = None
     if final_test and updates >= total_updates:
-        test = _final_test(fns, state, config, ref, env_steps, logger, say)
+        test = _final_test(fns, state, view, ref, env_steps, logger, say)
     logger.close()
     checkpointer.close()
     return {"state": state, "last": row, "test": test, "functions": fns}
@@ -223,3 +226,24 @@ def _run_info(config: rl2.RL2Config, seed: int, num_seeds: int, chunk_updates: i
         "mesh": dict(fns.mesh.shape),
     }
 
+
+def _resume_info(run_info: dict) -> dict:
+    """The run's settings as every checkpoint stores them and a resume compares them
+    (runner.check_resume): run.json's, with the RL2Config's fields as "config.FIELD" entries, so
+    that a changed field is named with its old and new value ("config.lr: 0.0003 -> 0.001"), and
+    an empty "config" (the place of MAMBA's Config, which runner.check_resume reads as one)."""
+    fields = {f"config.{name}": value for name, value in run_info["config"].items()}
+    return {**run_info, "config": {}, **fields}
+
+
+def runner_view(config: rl2.RL2Config) -> SimpleNamespace:
+    """The RL2Config's fields that runner.py's helpers read from a config (the defaults of
+    `_arguments`, the evaluation tasks, the final test, the reference), under the names they
+    read: grouped as in MAMBA's Config (`protocol.num_episodes`, `eval.eval_tasks`, ...) and at
+    the top level (`num_episodes`, `eval_tasks`, ...; MAMBA's flat Config of earlier versions)."""
+    protocol = SimpleNamespace(num_episodes=config.num_episodes, episode_length=config.episode_length,
+                               num_envs=config.num_envs, env_steps=config.total_env_steps)
+    evaluation = SimpleNamespace(eval_tasks=config.eval_tasks, eval_every=config.eval_every,
+                                 final_eval_tasks=config.final_eval_tasks)
+    return SimpleNamespace(name=config.name, env=config.env, meta_length=config.meta_length, protocol=protocol,
+                           eval=evaluation, **vars(protocol), **vars(evaluation))
