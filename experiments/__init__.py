@@ -3,6 +3,7 @@
 What a researcher runs:
 
 * `experiments.train`: train MAMBA (or the DreamerV3 baseline) on a preset -> LOGDIR (metrics, checkpoints).
+* `experiments.train_rl2`: train the model-free RL^2 baseline (mamba_jax/rl2.py) -> LOGDIR, in the same format.
 * `experiments.plot`: learning curves of training logdirs (mean and spread over seeds) -> a PNG.
 * `experiments.summarize`: finished runs side by side against the reference policies -> OUT/summary.json, table.md.
 * `experiments.reference_returns`: random / oracle / Bayes returns per env -> results/reference_returns.{json,md}.
@@ -16,6 +17,9 @@ Benchmarks and checks of the implementation, in the sub-package `experiments.ben
 * `train_iteration`: where a training iteration's time goes -> results/bench_train.json.
 * `profile_update`: the update's pieces timed and FLOP-counted apart -> results/profile_update.json.
 * `flops`: the jaxpr matmul-FLOP counter the two above use (a library module, no command line).
+* `authors`: one update of ours against the MAMBA authors' PyTorch code (their unmodified checkout)
+  -> results/bench_authors.json.
+* `rl2_throughput`: RL^2's env steps per second inside its jitted training loop -> results/bench_rl2.json.
 * `fingerprint`: fixed-seed numbers a refactor must leave bit-identical -> results/behaviour_fingerprint.json.
 
 The helpers below are shared by these scripts.

@@ -74,7 +74,8 @@ def summarize_run(logdir: str) -> dict:
     ret = src[f"{prefix}/return"]
     return {
         "logdir": logdir,
-        "mamba": config["mamba"],
+        "algo": info.get("algo", "mamba" if config.get("mamba", True) else "dreamer"),
+        "mamba": config.get("mamba", False),
         "num_seeds": info.get("num_seeds", 1),
         "source": source,
         "num_tasks": src.get(f"{prefix}/num_tasks", config["eval_tasks"]),

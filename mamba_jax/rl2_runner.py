@@ -239,11 +239,10 @@ def _resume_info(run_info: dict) -> dict:
 def runner_view(config: rl2.RL2Config) -> SimpleNamespace:
     """The RL2Config's fields that runner.py's helpers read from a config (the defaults of
     `_arguments`, the evaluation tasks, the final test, the reference), under the names they
-    read: grouped as in MAMBA's Config (`protocol.num_episodes`, `eval.eval_tasks`, ...) and at
-    the top level (`num_episodes`, `eval_tasks`, ...; MAMBA's flat Config of earlier versions)."""
+    read, grouped as in MAMBA's Config (`protocol.num_episodes`, `eval.eval_tasks`, ...)."""
     protocol = SimpleNamespace(num_episodes=config.num_episodes, episode_length=config.episode_length,
                                num_envs=config.num_envs, env_steps=config.total_env_steps)
     evaluation = SimpleNamespace(eval_tasks=config.eval_tasks, eval_every=config.eval_every,
                                  final_eval_tasks=config.final_eval_tasks)
     return SimpleNamespace(name=config.name, env=config.env, meta_length=config.meta_length, protocol=protocol,
-                           eval=evaluation, **vars(protocol), **vars(evaluation))
+                           eval=evaluation)
