@@ -20,8 +20,13 @@ import tempfile
 from absl import app, flags
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("out", None, "Write the fingerprint JSON to this path.")
-flags.DEFINE_string("compare", None, "Recompute and compare with the fingerprint JSON at this path; exit 1 on any difference.")
+
+
+def define_flags(flag_values: flags.FlagValues = FLAGS) -> None:
+    """Defines this script's flags (called only when run as a script, so importing is side-effect free)."""
+    flags.DEFINE_string("out", None, "Write the fingerprint JSON to this path.", flag_values=flag_values)
+    flags.DEFINE_string("compare", None, "Recompute and compare with the fingerprint JSON at this path; exit 1 on any "
+                        "difference.", flag_values=flag_values)
 
 
 def _param_digest(tree) -> str:
@@ -99,26 +104,30 @@ def differences(recorded, current, path="") -> list[str]:
     return [] if recorded == current else [f"{path}: recorded {recorded!r}, now {current!r}"]
 
 
-def main(argv):
-    del argv
-    if not (FLAGS.out or FLAGS.compare):
+def main(argv, flag_values: flags.FlagValues = FLAGS):
+    """The script: records (--out) and / or checks (--compare) the fingerprint."""
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments {argv[1:]}; every option is a --flag")
+    fv = flag_values
+    if not (fv.out or fv.compare):
         raise app.UsageError("give --out=PATH to record, --compare=PATH to check, or both")
     current = fingerprint()
-    if FLAGS.out:
-        with open(FLAGS.out, "w") as f:
+    if fv.out:
+        with open(fv.out, "w") as f:
             json.dump(current, f, indent=1)
-        print(f"wrote {FLAGS.out}")
-    if FLAGS.compare:
-        with open(FLAGS.compare) as f:
+        print(f"wrote {fv.out}")
+    if fv.compare:
+        with open(fv.compare) as f:
             recorded = json.load(f)
         diffs = differences(recorded, current)
         if diffs:
-            print(f"{len(diffs)} number(s) differ from {FLAGS.compare}:")
+            print(f"{len(diffs)} number(s) differ from {fv.compare}:")
             print("\n".join(diffs[:50]))
             sys.exit(1)
         n = len(current["debug_run"]["rows"])
-        print(f"identical to {FLAGS.compare}: {n} debug metrics rows, final test, both parameter digests")
+        print(f"identical to {fv.compare}: {n} debug metrics rows, final test, both parameter digests")
 
 
 if __name__ == "__main__":
+    define_flags()
     app.run(main)
