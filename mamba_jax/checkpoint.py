@@ -37,8 +37,10 @@ moves a damaged checkpoint out of the managed directory (into DIRECTORY_damaged/
 
 from __future__ import annotations
 
+import gc
 import json
 import os
+import sys
 from typing import Any, Callable
 
 import jax
@@ -107,8 +109,11 @@ class Checkpointer:
                 args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()),
             )
         except Exception as error:  # the metadata fitted, so a failed read means damaged files
-            raise DamagedCheckpoint(self.directory, step, _one_line(error)) from error
-        return out["state"], dict(out["meta"])
+            reason = _one_line(error)
+        else:
+            return out["state"], dict(out["meta"])
+        _collect_failed_read()
+        raise DamagedCheckpoint(self.directory, step, reason)
 
     def saved_arrays(self, step: int | None = None) -> dict[str, tuple[tuple[int, ...], str]]:
         """{"agent/params/...": (shape, dtype name)} of the arrays saved in checkpoint `step`
@@ -270,6 +275,18 @@ def _location(text: str) -> tuple[str, int]:
     file_id = kind_and_file.split(":", 1)[1]
     base_path, _, relative = file_id.partition(":")
     return base_path + relative, int(offset) + int(length)
+
+
+def _collect_failed_read() -> None:
+    """A failed orbax read leaves the coroutines of its other array reads behind, unawaited; when the
+    garbage collector meets them later, Python reports their errors as unrelated warnings. Collect them
+    now, their errors (this checkpoint's damage, already reported) discarded."""
+    hook = sys.unraisablehook
+    sys.unraisablehook = lambda unraisable: None
+    try:
+        gc.collect()
+    finally:
+        sys.unraisablehook = hook
 
 
 def _one_line(error: BaseException) -> str:
