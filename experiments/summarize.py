@@ -92,19 +92,27 @@ def summarize_run(logdir: str) -> dict:
         "wall_seconds": last["wall_seconds"],
         "env_steps_per_second": last["env_steps"] / last["wall_seconds"],
         "updates": last.get("updates"),
-        "differs_from_preset": differs_from_preset(info["config"]),
+        "differs_from_preset": differs_from_preset(info["config"], info.get("algo", "mamba")),
     }
 
 
-def differs_from_preset(config: dict) -> dict:
-    """{field: value} of the run's saved config (nested or flat) where it differs from its named preset."""
+def differs_from_preset(config: dict, algo: str = "mamba") -> dict:
+    """{field: value} of the run's saved config (nested or flat) where it differs from its named preset
+    (MAMBA's presets, or RL²'s for algo "rl2")."""
+    import dataclasses
+
     from mamba_jax.config import PRESETS
+    from mamba_jax.rl2 import RL2_PRESETS
 
     values = field_values(config)
-    preset = PRESETS.get(values.get("name"))
-    if preset is None:
+    if algo == "rl2":
+        preset = RL2_PRESETS.get(values.get("name"))
+        defaults = None if preset is None else dataclasses.asdict(preset)
+    else:
+        preset = PRESETS.get(values.get("name"))
+        defaults = None if preset is None else field_values(preset.to_dict())
+    if defaults is None:
         return {}
-    defaults = field_values(preset.to_dict())
     return {k: v for k, v in values.items() if k in defaults and defaults[k] != v}
 
 

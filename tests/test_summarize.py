@@ -78,3 +78,13 @@ def test_bad_flags_are_refused_before_writing(tmp_path):
             run_main(*args)
     with pytest.raises(ValueError, match="no run.json"):
         summarize.summarize_run(str(tmp_path))
+
+
+def test_differs_from_preset_reads_rl2_runs_against_rl2_presets():
+    import dataclasses
+
+    from mamba_jax.rl2 import get_rl2_config
+
+    config = dataclasses.asdict(get_rl2_config("debug", lr=0.125))
+    assert summarize.differs_from_preset(config, "rl2") == {"lr": 0.125}
+    assert summarize.differs_from_preset({**config, "name": "no_such_preset"}, "rl2") == {}
