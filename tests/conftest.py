@@ -26,8 +26,12 @@ jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
 
 import jax.numpy as jnp  # noqa: E402
 import pytest  # noqa: E402
+from flax import struct  # noqa: E402
+from gymnax.environments import spaces  # noqa: E402
 
 import envs  # noqa: E402
+from envs.base import TaskEnv  # noqa: E402
+from envs.meta import MetaEpisodeWrapper, MetaParams  # noqa: E402
 
 
 def point_robot_meta_episodes(key, batch: int, num_episodes: int = 2, episode_length: int = 10) -> dict:
@@ -92,3 +96,56 @@ def assert_action_refused():
     """(env, state, params, meta, meta_state, meta_params, action, message, jit_step, key) -> None:
     every way of stepping the env and its meta-episode wrapper refuses `action` (docs/envs.md)."""
     return _refused_everywhere
+
+
+@struct.dataclass
+class _BanditParams:
+    max_steps_in_episode: int = 1
+
+
+@struct.dataclass
+class _BanditState:
+    task: jax.Array  # int32: the arm that pays 1
+    time: jax.Array
+
+
+class _Bandit(TaskEnv):
+    """Two arms; the task is the good arm (uniform per task), which pays 1, the other 0. The
+    observation is a constant zero [1]: only the last reward and action tell the arms apart."""
+
+    default_params = _BanditParams()
+
+    def sample_task(self, key, params):
+        return jax.random.randint(key, (), 0, 2)
+
+    def task_shape(self, params):
+        return ()
+
+    def reset_to_task(self, key, task, params):
+        return jnp.zeros((1,)), _BanditState(task, jnp.zeros((), jnp.int32))
+
+    def step_env(self, key, state, action, params):
+        action = self.check_action(action, params)
+        reward = (action == state.task).astype(jnp.float32)
+        return jnp.zeros((1,)), _BanditState(state.task, state.time + 1), reward, jnp.zeros((), bool), {}
+
+    def is_terminated(self, state, params):
+        return jnp.zeros((), bool)
+
+    def action_space(self, params=None):
+        return spaces.Discrete(2)
+
+    def observation_space(self, params=None):
+        return spaces.Box(0.0, 0.0, (1,), jnp.float32)
+
+
+def _two_armed_bandit(num_episodes: int, episode_length: int = 1):
+    return MetaEpisodeWrapper(_Bandit()), MetaParams(_BanditParams(episode_length), num_episodes, episode_length)
+
+
+@pytest.fixture(scope="session")
+def two_armed_bandit():
+    """(num_episodes, episode_length=1) -> (env, env_params): a two-armed bandit task (the good arm,
+    drawn per task, pays 1, the other 0; a constant observation) in the meta-episode wrapper, a task
+    that is solvable only by remembering the earlier episodes of the meta-episode."""
+    return _two_armed_bandit

@@ -19,63 +19,17 @@ back to 0.78 at 320 (episode 3 at chance again): the assertion is about PRNGKey(
 """
 
 import jax
-import jax.numpy as jnp
 import numpy as np
-from flax import struct
-from gymnax.environments import spaces
 
 import mamba_jax as mj
-from envs.base import TaskEnv
-from envs.meta import MetaEpisodeWrapper, MetaParams
 from mamba_jax import evaluate as ev
 from mamba_jax.trainer import make_train
 
 N = 4  # one-step episodes per meta-episode
 
 
-@struct.dataclass
-class _BanditParams:
-    max_steps_in_episode: int = 1
-
-
-@struct.dataclass
-class _BanditState:
-    task: jax.Array  # int32: the arm that pays 1
-    time: jax.Array
-
-
-class _Bandit(TaskEnv):
-    """Two arms; the task is the good arm (uniform per task), which pays 1, the other 0. The
-    observation is a constant zero [1]: only the last reward and action tell the arms apart."""
-
-    default_params = _BanditParams()
-
-    def sample_task(self, key, params):
-        return jax.random.randint(key, (), 0, 2)
-
-    def task_shape(self, params):
-        return ()
-
-    def reset_to_task(self, key, task, params):
-        return jnp.zeros((1,)), _BanditState(task, jnp.zeros((), jnp.int32))
-
-    def step_env(self, key, state, action, params):
-        action = self.check_action(action, params)
-        reward = (action == state.task).astype(jnp.float32)
-        return jnp.zeros((1,)), _BanditState(state.task, state.time + 1), reward, jnp.zeros((), bool), {}
-
-    def is_terminated(self, state, params):
-        return jnp.zeros((), bool)
-
-    def action_space(self, params=None):
-        return spaces.Discrete(2)
-
-    def observation_space(self, params=None):
-        return spaces.Box(0.0, 0.0, (1,), jnp.float32)
-
-
-def test_mamba_learns_to_remember_the_good_arm():
-    env, env_params = MetaEpisodeWrapper(_Bandit()), MetaParams(_BanditParams(1), N, 1)
+def test_mamba_learns_to_remember_the_good_arm(two_armed_bandit):
+    env, env_params = two_armed_bandit(N)
     config = mj.get_config(
         "debug", num_episodes=N, episode_length=1, initial_wm_horizon=N, wm_horizon_ramp_steps=0,
         num_envs=8, prefill=16, replay_capacity=256, batch_size=16, train_ratio=1.0,  # U = 8 updates/iteration

@@ -8,59 +8,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from flax import struct
 from gymnax.environments import spaces
 
-from envs.base import TaskEnv
-from envs.meta import MetaEpisodeWrapper, MetaParams
 from mamba_jax import config as mamba_config
 from mamba_jax import evaluate as ev
 from mamba_jax import rl2
-
-
-# ------------------------------------------------------------------ a two-armed bandit
-@struct.dataclass
-class _BanditParams:
-    max_steps_in_episode: int = 1
-
-
-@struct.dataclass
-class _BanditState:
-    task: jax.Array  # int32: the arm that pays 1
-    time: jax.Array
-
-
-class _Bandit(TaskEnv):
-    """Two arms; the task is the good arm (uniform per task), which pays 1, the other 0.
-    The observation is a constant [1] zero: only the last reward and action tell the arms apart."""
-
-    default_params = _BanditParams()
-
-    def sample_task(self, key, params):
-        return jax.random.randint(key, (), 0, 2)
-
-    def task_shape(self, params):
-        return ()
-
-    def reset_to_task(self, key, task, params):
-        return jnp.zeros((1,)), _BanditState(task, jnp.zeros((), jnp.int32))
-
-    def step_env(self, key, state, action, params):
-        reward = (action == state.task).astype(jnp.float32)
-        return jnp.zeros((1,)), _BanditState(state.task, state.time + 1), reward, jnp.zeros((), bool), {}
-
-    def is_terminated(self, state, params):
-        return jnp.zeros((), bool)
-
-    def action_space(self, params=None):
-        return spaces.Discrete(2)
-
-    def observation_space(self, params=None):
-        return spaces.Box(0.0, 0.0, (1,), jnp.float32)
-
-
-def bandit(num_episodes, episode_length=1):
-    return MetaEpisodeWrapper(_Bandit()), MetaParams(_BanditParams(episode_length), num_episodes, episode_length)
 
 
 def bandit_config(num_episodes, episode_length=1, **overrides):
@@ -125,9 +77,9 @@ def test_clipped_gaussian_log_prob_entropy_and_env_action():
 
 
 # ------------------------------------------------------------------ the recurrent state
-def test_hidden_state_carries_across_episodes_and_resets_at_meta_episode_starts():
+def test_hidden_state_carries_across_episodes_and_resets_at_meta_episode_starts(two_armed_bandit):
     N, L = 3, 2  # episodes start at t = 0, 2, 4 of a meta-episode of T = 6
-    env, env_params = bandit(N, L)
+    env, env_params = two_armed_bandit(N, L)
     config = bandit_config(N, L)
     trainer = rl2.make_train(config, env, env_params)
     params = trainer.init(jax.random.PRNGKey(0)).params
@@ -160,8 +112,8 @@ def test_hidden_state_carries_across_episodes_and_resets_at_meta_episode_starts(
 
 
 # ------------------------------------------------------------------ jit == no-jit
-def test_update_step_jit_equals_no_jit():
-    env, env_params = bandit(2, 1)  # tiny: the eager run dispatches (and compiles) every op by itself
+def test_update_step_jit_equals_no_jit(two_armed_bandit):
+    env, env_params = two_armed_bandit(2, 1)  # tiny: the eager run dispatches (and compiles) every op by itself
     trainer = rl2.make_train(bandit_config(2, 1, num_envs=2, num_minibatches=1, update_epochs=1), env, env_params)
     state = trainer.init(jax.random.PRNGKey(0))
     jitted, m_jit = jax.jit(trainer.update_step)(state)
@@ -175,8 +127,8 @@ def test_update_step_jit_equals_no_jit():
     assert max(float(x) for x in moved) > 1e-4  # the update changed the params
 
 
-def test_train_equals_chunks_composed():
-    env, env_params = bandit(2, 1)
+def test_train_equals_chunks_composed(two_armed_bandit):
+    env, env_params = two_armed_bandit(2, 1)
     config = bandit_config(2, 1, num_envs=2, num_minibatches=1, update_epochs=1, total_env_steps=4 * 2 * 2)
     trainer = rl2.make_train(config, env, env_params, chunk_updates=2)
     assert (trainer.num_updates, trainer.chunk_updates) == (4, 2)
@@ -192,7 +144,7 @@ def test_train_equals_chunks_composed():
 
 
 # ------------------------------------------------------------------ config
-def test_config_validation_and_presets():
+def test_config_validation_and_presets(two_armed_bandit):
     for name in ("point_robot", "escape_room", "rooms"):
         cfg, mamba = rl2.get_rl2_config(name), mamba_config.PRESETS[name]
         assert (cfg.env, cfg.num_episodes, cfg.episode_length) == (mamba.env, mamba.protocol.num_episodes, mamba.protocol.episode_length)
@@ -211,17 +163,17 @@ def test_config_validation_and_presets():
     with pytest.raises(ValueError, match="allowed: point_robot, escape_room, rooms, debug"):
         rl2.get_rl2_config("cartpole")
     with pytest.raises(ValueError, match="N x L = 2 x 2"):
-        rl2.make_train(bandit_config(3, 2), *bandit(2, 2))
+        rl2.make_train(bandit_config(3, 2), *two_armed_bandit(2, 2))
     with pytest.raises(ValueError, match="chunk_updates=0: allowed: an integer >= 1"):
-        rl2.make_train(bandit_config(2, 2), *bandit(2, 2), chunk_updates=0)
+        rl2.make_train(bandit_config(2, 2), *two_armed_bandit(2, 2), chunk_updates=0)
 
 
 # ------------------------------------------------------------------ learning
-def test_learns_to_remember_the_good_arm():
+def test_learns_to_remember_the_good_arm(two_armed_bandit):
     """N = 4 one-step episodes per task: after episode 1 the agent knows the good arm (it pulled an
     arm and saw its reward), so episodes 2..4 can pay 1 each; a policy without memory gets 0.5."""
     N = 4
-    env, env_params = bandit(N)
+    env, env_params = two_armed_bandit(N)
     config = bandit_config(N, num_envs=32, num_minibatches=4, update_epochs=4, total_env_steps=32 * N * 100,
                            lr=3e-3, ent_coef=0.01, gru_units=16, embed_units=16, head_units=16)
     trainer = rl2.make_train(config, env, env_params)
