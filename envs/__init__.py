@@ -34,9 +34,13 @@ _REGISTRY: dict[str, _Entry] = {
     "reacher": _Entry("reacher", "Reacher", 3, 300, {}),
     "reacher_pixels": _Entry("reacher", "Reacher", 3, 300, {"pixels": True}),
     "humanoid_dir": _Entry("humanoid_dir", "HumanoidDir", 2, 200, {}),
+    # Rooms-N with N = 2 and 4 (rooms is N = 3), for the decomposition study: one 100-step episode.
+    "rooms2": _Entry("rooms", "Rooms", 1, 100, {"num_rooms": 2}),
+    "rooms4": _Entry("rooms", "Rooms", 1, 100, {"num_rooms": 4}),
 }
 
 NAMES: tuple[str, ...] = tuple(_REGISTRY)
+MODULES: dict[str, str] = {name: entry.module for name, entry in _REGISTRY.items()}  # name -> module under envs/
 
 
 def make_inner(name: str, **overrides: Any):
@@ -73,4 +77,4 @@ def make(name: str, **overrides: Any) -> tuple[MetaEpisodeWrapper, MetaParams]:
     return MetaEpisodeWrapper(env), MetaParams(params, num_episodes, episode_length)
 
 
-__all__ = ["NAMES", "make", "make_inner", "MetaEpisodeWrapper", "MetaParams", "MetaState"]
+__all__ = ["NAMES", "MODULES", "make", "make_inner", "MetaEpisodeWrapper", "MetaParams", "MetaState"]

@@ -1,5 +1,5 @@
-"""The researcher's entry points besides train: `--help` of each (plot, summarize, rollout,
-reference_returns), and the env experiments (rollout table, reference returns) in tiny modes."""
+"""The researcher's entry points besides train: `--help` of each (plot, summarize, sample_efficiency,
+suite_table, decomposition, rollout, reference_returns), and the env experiments (rollout table, reference returns) in tiny modes."""
 
 import json
 import os
@@ -13,7 +13,7 @@ from absl import app, flags
 
 import envs
 import envs.reference as reference
-from experiments import plot, reference_returns, rollout, summarize
+from experiments import decomposition, plot, reference_returns, rollout, sample_efficiency, suite_table, summarize
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -23,6 +23,9 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     [
         (plot, ["out", "labels", "x", "reference", "title"]),
         (summarize, ["run", "out", "machine"]),
+        (sample_efficiency, ["compare", "out"]),
+        (suite_table, ["summary", "out"]),
+        (decomposition, ["rooms", "out"]),
         (rollout, ["env", "policy", "num_tasks", "seed"]),
         (reference_returns, ["num_tasks", "envs", "policies", "seed", "chunk", "out_dir"]),
     ],

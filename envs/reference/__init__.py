@@ -30,6 +30,8 @@ import jax
 import jax.numpy as jnp
 from gymnax.environments import spaces
 
+import envs
+
 
 class ReferencePolicy(NamedTuple):
     """A policy as two pure functions; see the module docstring."""
@@ -39,17 +41,8 @@ class ReferencePolicy(NamedTuple):
     # (key, pstate, obs dict, task, MetaParams) -> (action, pstate)
 
 
-# Env name -> module under envs/reference/ holding its oracle / Bayes policies.
-POLICY_MODULES: dict[str, str] = {
-    "point_robot": "point_robot",
-    "point_robot_wind": "point_robot",
-    "escape_room": "escape_room",
-    "rooms": "rooms",
-    "rooms_meta": "rooms",
-    "reacher": "reacher",
-    "reacher_pixels": "reacher",
-    "humanoid_dir": "humanoid_dir",
-}
+# Env name -> module under envs/reference/ holding its oracle / Bayes policies (the env's module name).
+POLICY_MODULES: dict[str, str] = dict(envs.MODULES)
 
 POLICY_NAMES: tuple[str, ...] = ("random", "oracle", "bayes")
 
