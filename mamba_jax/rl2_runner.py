@@ -12,10 +12,10 @@ draws both): LOGDIR/metrics.jsonl (a row per chunk: env_steps, wall_seconds, ite
 updates, train/* means over the chunk's updates and over seeds, eval/* on evaluation chunks with
 .../per_seed lists and .../_vs_bayes fractions), TensorBoard events, run.json ({"algo": "rl2",
 "config": ..., ...}), reference.json, checkpoints/ and final_test.json. The steps of a run are
-runner.py's own functions (start or resume past damaged checkpoints, the first row, evaluation
-on the run's fixed tasks with the deterministic policy, checkpoint, final test), given the
-config's fields under the names they read (`runner_view`) and the settings in the layout
-runner.check_resume compares (`_resume_info`); only the chunk loop and its rows are RL^2's.
+runner.py's (start or resume past damaged checkpoints, the first row, evaluation on the run's
+fixed tasks with the deterministic policy, checkpoint, final test), given the config as a
+runner.RunSettings (`run_settings`) and the settings in the layout runner.check_resume compares
+(`_resume_info`); only the chunk loop and its rows are RL^2's.
 
 Units: an RL^2 iteration is one PPO update (num_envs meta-episodes of T = N * L steps, then the
 PPO epochs), so a row's `iterations` and `updates` are equal. A run does `steps // (num_envs * T)`
@@ -34,7 +34,6 @@ import math
 import os
 import time
 from functools import partial
-from types import SimpleNamespace
 from typing import Callable
 
 import jax
@@ -45,8 +44,8 @@ from jax.sharding import PartitionSpec as P
 
 from mamba_jax import checkpoint as ckpt_lib
 from mamba_jax import rl2
-from mamba_jax.runner import (_arguments, _evaluation, _final_test, _first_row, _host_info, _next_eval, _reference,
-                              _save, _start, seed_keys, to_host)
+from mamba_jax.runner import (RunSettings, evaluation, first_row, host_info, next_eval_step, run_arguments,
+                              run_reference, save_checkpoint, seed_keys, start_run, to_host, write_final_test)
 from mamba_jax.trainer import RunFunctions, make_mesh, over_seeds
 
 
@@ -90,8 +89,8 @@ def run_rl2(
     import envs
     from mamba_jax.logging import Logger
 
-    view = runner_view(config)
-    budget, eval_every, chunk_updates = _arguments(view, num_seeds, steps, eval_every, checkpoint_every, None)
+    settings = run_settings(config)
+    budget, eval_every, chunk_updates = run_arguments(settings, num_seeds, steps, eval_every, checkpoint_every, None)
     if budget < config.steps_per_update:
         raise ValueError(f"steps={budget}: allowed: >= num_envs * N * L = {config.steps_per_update} (one update)")
     total_updates = budget // config.steps_per_update
@@ -104,11 +103,11 @@ def run_rl2(
     resume_info = _resume_info(run_info)
     checkpointer = ckpt_lib.Checkpointer(os.path.join(logdir, "checkpoints"), max_to_keep=max_to_keep)
     keys = jax.device_put(seed_keys(seed, num_seeds), fns.sharding)
-    start = _start(logdir, fns, keys, checkpointer, resume_info, resume, None, True, say)
+    start = start_run(logdir, fns, keys, checkpointer, resume_info, resume, None, True, say)
 
     logger = Logger(logdir, budget, start_steps=start.env_steps, print_fn=say)
-    logger.write_json("run.json", {**run_info, "host": _host_info()})
-    ref = _reference(view, env, env_params, logger) if reference else None
+    logger.write_json("run.json", {**run_info, "host": host_info()})
+    ref = run_reference(settings, env, env_params, logger) if reference else None
     say(f"{config.name} (RL^2): {num_seeds} seed(s), {config.steps_per_update} env steps per update, "
         f"{total_updates} updates in chunks of {chunk_updates}")
     started = time.time() - start.wall_seconds
@@ -116,8 +115,8 @@ def run_rl2(
     state, next_eval, chunks = start.state, start.next_eval, start.chunks
     if state is None:
         state = fns.init(keys)
-        row = _first_row(fns, state, view, ref, started)
-        next_eval = _next_eval(row["env_steps"], eval_every)
+        row = first_row(fns, state, settings, ref, started)
+        next_eval = next_eval_step(row["env_steps"], eval_every)
         logger.log(row)
     updates = int(to_host(state.updates)[0])
     env_steps = int(np.min(to_host(state.env_steps)))
@@ -129,16 +128,16 @@ def run_rl2(
         row = chunk_row(to_host(summary), started)
         env_steps, updates = row["env_steps"], row["updates"]
         if env_steps >= next_eval or updates >= total_updates:
-            row.update(_evaluation(fns, state, view, ref))
-            next_eval = _next_eval(env_steps, eval_every)
+            row.update(evaluation(fns, state, settings, ref))
+            next_eval = next_eval_step(env_steps, eval_every)
         row["wall_seconds"] = time.time() - started
         logger.log(row)
         if chunks % checkpoint_every == 0 or updates >= total_updates:
-            _save(checkpointer, state, row, next_eval, chunks, resume_info)
+            save_checkpoint(checkpointer, state, row, next_eval, chunks, resume_info)
 
     test = None
     if final_test and updates >= total_updates:
-        test = _final_test(fns, state, view, ref, env_steps, logger, say)
+        test = write_final_test(fns, state, settings, ref, env_steps, logger, say)
     logger.close()
     checkpointer.close()
     return {"state": state, "last": row, "test": test, "functions": fns}
@@ -236,13 +235,9 @@ def _resume_info(run_info: dict) -> dict:
     return {**run_info, "config": {}, **fields}
 
 
-def runner_view(config: rl2.RL2Config) -> SimpleNamespace:
-    """The RL2Config's fields that runner.py's helpers read from a config (the defaults of
-    `_arguments`, the evaluation tasks, the final test, the reference), under the names they
-    read, grouped as in MAMBA's Config (`protocol.num_episodes`, `eval.eval_tasks`, ...)."""
-    protocol = SimpleNamespace(num_episodes=config.num_episodes, episode_length=config.episode_length,
-                               num_envs=config.num_envs, env_steps=config.total_env_steps)
-    evaluation = SimpleNamespace(eval_tasks=config.eval_tasks, eval_every=config.eval_every,
-                                 final_eval_tasks=config.final_eval_tasks)
-    return SimpleNamespace(name=config.name, env=config.env, meta_length=config.meta_length, protocol=protocol,
-                           eval=evaluation)
+def run_settings(config: rl2.RL2Config) -> RunSettings:
+    """The runner.RunSettings of an RL2Config (an iteration is one PPO update)."""
+    return RunSettings(name=config.name, env=config.env, num_episodes=config.num_episodes,
+                       steps_per_iteration=config.steps_per_update, env_steps=config.total_env_steps,
+                       eval_tasks=config.eval_tasks, eval_every=config.eval_every,
+                       final_eval_tasks=config.final_eval_tasks)

@@ -9,14 +9,17 @@
 
 `run` is a sequence of named steps, each a function of this module:
 
-    _arguments    checks the arguments; the default chunk length
-    _functions    compiles the RunFunctions (trainer.compile_run) or checks the ones given
-    _start        a new run, a resume (`_resume`: the newest intact checkpoint, same settings)
-                  or another run's checkpoint (`init_from_run`)
-    _first_row    a new run: init (prefill) and the evaluation at the prefill's env steps
-    _chunk_row    one chunk's metrics row (training summaries; `_evaluation` when due)
-    _save         a checkpoint every `checkpoint_every` chunks and at the end
-    _final_test   config.eval.final_eval_tasks fresh tasks (`final_test_returns`)
+    run_arguments     checks the arguments; the default chunk length
+    _functions        compiles the RunFunctions (trainer.compile_run) or checks the ones given
+    start_run         a new run, a resume (`_resume`: the newest intact checkpoint, same settings)
+                      or another run's checkpoint (`init_from_run`)
+    first_row         a new run: init (prefill) and the evaluation at the prefill's env steps
+    _chunk_row        one chunk's metrics row (training summaries; `evaluation` when due)
+    save_checkpoint   a checkpoint every `checkpoint_every` chunks and at the end
+    write_final_test  final_eval_tasks fresh tasks (`final_test_returns`)
+
+The public steps read a config through its `RunSettings` (`run_settings`), so that the RL² runner
+(mamba_jax/rl2_runner.py) runs its own training loop through the same steps.
 
 Failures a user meets raise ValueError with a one-line message that a launcher can print: a
 logdir that already holds a run (without resume=True), a resume under other settings (the
@@ -45,6 +48,28 @@ from mamba_jax.trainer import RunFunctions, TrainState, compile_run
 # Settings a resume may change: the trajectory of a seed does not depend on them (each iteration
 # splits the state's key), only the evaluation points / float reassociation do.
 RESUME_MAY_CHANGE = ("chunk_iterations", "mesh")
+
+
+class RunSettings(NamedTuple):
+    """What the steps below read from an algorithm's config, so that MAMBA's runner (`run_settings`
+    of a Config) and RL²'s (rl2_runner.run_settings of an RL2Config) share them."""
+
+    name: str  # the preset's name (progress lines)
+    env: str  # the envs.make name (the reference returns)
+    num_episodes: int  # N (per-episode returns in the progress lines)
+    steps_per_iteration: int  # env steps one iteration collects (sets the default chunk length)
+    env_steps: int  # the default step budget
+    eval_tasks: int  # fixed evaluation tasks (also the final test's block size)
+    eval_every: int  # the default evaluation interval, in env steps
+    final_eval_tasks: int  # fresh tasks of the final test
+
+
+def run_settings(config: Config) -> RunSettings:
+    """The RunSettings of a MAMBA / DreamerV3 Config."""
+    p, e = config.protocol, config.eval
+    return RunSettings(name=config.name, env=config.env, num_episodes=p.num_episodes,
+                       steps_per_iteration=p.num_envs * config.meta_length, env_steps=p.env_steps,
+                       eval_tasks=e.eval_tasks, eval_every=e.eval_every, final_eval_tasks=e.final_eval_tasks)
 
 
 class _Start(NamedTuple):
@@ -111,7 +136,8 @@ def run(
     import envs
     from mamba_jax.logging import Logger
 
-    budget, eval_every, chunk_iterations = _arguments(config, num_seeds, steps, eval_every, checkpoint_every,
+    settings = run_settings(config)
+    budget, eval_every, chunk_iterations = run_arguments(settings, num_seeds, steps, eval_every, checkpoint_every,
                                                       chunk_iterations)
     env, env_params = envs.make(config.env, num_episodes=config.protocol.num_episodes, episode_length=config.protocol.episode_length)
     fns = _functions(config, env, env_params, num_seeds, chunk_iterations, agent, devices, functions)
@@ -120,13 +146,13 @@ def run(
     run_info = _run_info(config, seed, num_seeds, chunk_iterations, fns)
     checkpointer = ckpt_lib.Checkpointer(os.path.join(logdir, "checkpoints"), max_to_keep=max_to_keep)
     keys = jax.device_put(seed_keys(seed, num_seeds), fns.sharding)
-    start = _start(logdir, fns, keys, checkpointer, run_info, resume, init_from, main_process, say)
+    start = start_run(logdir, fns, keys, checkpointer, run_info, resume, init_from, main_process, say)
 
     logger = Logger(logdir, budget, start_steps=start.env_steps, print_fn=say) if main_process else None
     log = logger.log if main_process else (lambda row: None)
     if main_process:
-        logger.write_json("run.json", {**run_info, "host": _host_info()})
-    ref = _reference(config, env, env_params, logger) if reference else None
+        logger.write_json("run.json", {**run_info, "host": host_info()})
+    ref = run_reference(settings, env, env_params, logger) if reference else None
     say(
         f"{config.name}: {num_seeds} seed(s) on mesh {dict(fns.mesh.shape)}, {run_info['steps_per_iteration']} env "
         f"steps and {fns.trainer.updates_per_iteration} updates per iteration, {chunk_iterations} iteration(s) per chunk"
@@ -136,8 +162,8 @@ def run(
     state, next_eval, chunks = start.state, start.next_eval, start.chunks
     if state is None:
         state = fns.init(keys)
-        row = _first_row(fns, state, config, ref, started)
-        next_eval = _next_eval(row["env_steps"], eval_every)
+        row = first_row(fns, state, settings, ref, started)
+        next_eval = next_eval_step(row["env_steps"], eval_every)
         log(row)
     env_steps = int(np.min(to_host(state.env_steps)))
     iterations = int(to_host(state.iterations)[0])
@@ -148,16 +174,16 @@ def run(
         row = _chunk_row(fns, to_host(summary), started)
         env_steps, iterations = row["env_steps"], row["iterations"]
         if env_steps >= next_eval or env_steps >= budget:
-            row.update(_evaluation(fns, state, config, ref))
-            next_eval = _next_eval(env_steps, eval_every)
+            row.update(evaluation(fns, state, settings, ref))
+            next_eval = next_eval_step(env_steps, eval_every)
         row["wall_seconds"] = time.time() - started
         log(row)
         if chunks % checkpoint_every == 0 or env_steps >= budget:
-            _save(checkpointer, state, row, next_eval, chunks, run_info)
+            save_checkpoint(checkpointer, state, row, next_eval, chunks, run_info)
 
     test = None
     if final_test and env_steps >= budget:
-        test = _final_test(fns, state, config, ref, env_steps, logger, say)
+        test = write_final_test(fns, state, settings, ref, env_steps, logger, say)
     if main_process:
         logger.close()
     checkpointer.close()
@@ -165,18 +191,18 @@ def run(
 
 
 # ----------------------------------------------------------------------------- the steps of run
-def _arguments(config, num_seeds, steps, eval_every, checkpoint_every, chunk_iterations) -> tuple[int, int, int]:
+def run_arguments(settings: RunSettings, num_seeds, steps, eval_every, checkpoint_every,
+                  chunk_iterations) -> tuple[int, int, int]:
     """(step budget, eval_every, chunk_iterations) with the defaults filled in; ValueError naming
     a bad argument."""
-    budget = int(config.protocol.env_steps if steps is None else steps)
-    eval_every = int(config.eval.eval_every if eval_every is None else eval_every)
+    budget = int(settings.env_steps if steps is None else steps)
+    eval_every = int(settings.eval_every if eval_every is None else eval_every)
     for name, value in (("num_seeds", num_seeds), ("steps", budget), ("eval_every", eval_every),
                         ("checkpoint_every", checkpoint_every)):
         if not isinstance(value, (int, np.integer)) or value < 1:
             raise ValueError(f"{name}={value!r}: allowed: an integer >= 1")
     if chunk_iterations is None:
-        steps_per_iteration = config.protocol.num_envs * config.meta_length
-        chunk_iterations = max(1, -(-eval_every // steps_per_iteration))  # ceil: every chunk evaluates
+        chunk_iterations = max(1, -(-eval_every // settings.steps_per_iteration))  # ceil: every chunk evaluates
     return budget, eval_every, chunk_iterations
 
 
@@ -199,12 +225,12 @@ def _run_info(config, seed, num_seeds, chunk_iterations, fns: RunFunctions) -> d
         "num_seeds": num_seeds,
         "chunk_iterations": chunk_iterations,
         "updates_per_iteration": fns.trainer.updates_per_iteration,
-        "steps_per_iteration": config.protocol.num_envs * config.meta_length,
+        "steps_per_iteration": run_settings(config).steps_per_iteration,
         "mesh": dict(fns.mesh.shape),
     }
 
 
-def _start(logdir, fns, keys, checkpointer, run_info, resume, init_from, main_process, say) -> _Start:
+def start_run(logdir, fns, keys, checkpointer, run_info, resume, init_from, main_process, say) -> _Start:
     """A resume of LOGDIR (resume=True and a checkpoint there), a start from another run's
     checkpoint (init_from), or a new run. Refuses a LOGDIR with checkpoints without resume."""
     if checkpointer.latest_step() is not None and not resume:
@@ -259,25 +285,25 @@ def _resume(logdir, fns, keys, checkpointer, run_info, say) -> tuple[TrainState,
     return state, meta
 
 
-def _reference(config, env, env_params, logger) -> dict | None:
+def run_reference(settings: RunSettings, env, env_params, logger) -> dict | None:
     """The Bayes-reference returns (evaluate.reference_returns; measured when not on file for the
     cheap envs), also written to LOGDIR/reference.json; None when unknown."""
-    cheap = config.env.startswith(("point", "escape", "rooms"))
-    ref = ev.reference_returns(config.env, env, env_params, compute=cheap)
+    cheap = settings.env.startswith(("point", "escape", "rooms"))
+    ref = ev.reference_returns(settings.env, env, env_params, compute=cheap)
     if ref is not None and logger is not None:
         logger.write_json("reference.json", ref)
     return ref
 
 
-def _first_row(fns, state, config, ref, started: float) -> dict:
+def first_row(fns, state, settings: RunSettings, ref, started: float) -> dict:
     """The metrics row of a new run right after init: the prefill's env steps, an evaluation."""
     env_steps = int(np.min(to_host(state.env_steps)))
     row = {"env_steps": env_steps, "wall_seconds": time.time() - started, "iterations": 0, "updates": 0}
-    row.update(_evaluation(fns, state, config, ref))
+    row.update(evaluation(fns, state, settings, ref))
     return row
 
 
-def _next_eval(env_steps: int, eval_every: int) -> int:
+def next_eval_step(env_steps: int, eval_every: int) -> int:
     """The next multiple of eval_every after env_steps."""
     return (env_steps // eval_every + 1) * eval_every
 
@@ -300,40 +326,40 @@ def _chunk_row(fns: RunFunctions, summary: dict, started: float) -> dict:
     return row
 
 
-def _evaluation(fns: RunFunctions, state: TrainState, config, ref, prefix: str = "eval") -> dict:
+def evaluation(fns: RunFunctions, state: TrainState, settings: RunSettings, ref, prefix: str = "eval") -> dict:
     """One evaluation on the run's fixed tasks (evaluate.py): prefix/return etc., from the
     train state alone (the tasks from its eval_key, the policy key from its env steps)."""
     eval_keys = to_host(state.eval_key)
-    reset = per_seed(ev.eval_reset_keys, eval_keys, config.eval.eval_tasks)
+    reset = per_seed(ev.eval_reset_keys, eval_keys, settings.eval_tasks)
     policy = jax.vmap(ev.eval_policy_key)(eval_keys, to_host(state.env_steps))
     stats = to_host(fns.evaluate(state, jax.device_put(reset, fns.sharding), jax.device_put(policy, fns.sharding)))
     return ev.summarize(stats, prefix, ref)
 
 
-def _save(checkpointer, state: TrainState, row: dict, next_eval: int, chunks: int, run_info: dict) -> None:
+def save_checkpoint(checkpointer, state: TrainState, row: dict, next_eval: int, chunks: int, run_info: dict) -> None:
     """Checkpoint at the row's env steps, with what the loop needs to continue exactly."""
     meta = {"env_steps": row["env_steps"], "wall_seconds": row["wall_seconds"], "next_eval": next_eval,
             "chunks": chunks, "run": run_info}
     checkpointer.save(row["env_steps"], state, meta)
 
 
-def _final_test(fns, state, config, ref, env_steps: int, logger, say) -> dict:
+def write_final_test(fns, state, settings: RunSettings, ref, env_steps: int, logger, say) -> dict:
     """The final test (LOGDIR/final_test.json) and its progress line."""
-    test = final_test_returns(fns, state, config, ref)
+    test = final_test_returns(fns, state, settings, ref)
     test["env_steps"] = env_steps
     if logger is not None:
         logger.write_json("final_test.json", test)
-    say(f"final test on {config.eval.final_eval_tasks} tasks: return {test['test/return']:.4g} "
-        + " ".join(f"ep{i + 1} {test[f'test/return_episode_{i + 1}']:.4g}" for i in range(config.protocol.num_episodes)))
+    say(f"final test on {settings.final_eval_tasks} tasks: return {test['test/return']:.4g} "
+        + " ".join(f"ep{i + 1} {test[f'test/return_episode_{i + 1}']:.4g}" for i in range(settings.num_episodes)))
     return test
 
 
 # ----------------------------------------------------------------------------- helpers
-def final_test_returns(fns: RunFunctions, state: TrainState, config, reference=None) -> dict:
-    """The final test: config.eval.final_eval_tasks fresh tasks, in blocks of config.eval.eval_tasks
+def final_test_returns(fns: RunFunctions, state: TrainState, settings: RunSettings, reference=None) -> dict:
+    """The final test: settings.final_eval_tasks fresh tasks, in blocks of settings.eval_tasks
     through the evaluation function already compiled (the last block is cut to size)."""
-    block = config.eval.eval_tasks
-    blocks = -(-config.eval.final_eval_tasks // block)
+    block = settings.eval_tasks
+    blocks = -(-settings.final_eval_tasks // block)
     eval_keys = to_host(state.eval_key)
     reset = per_seed(ev.test_reset_keys, eval_keys, blocks * block)  # [seeds, blocks * E, 2]
     policy = jax.vmap(ev.eval_policy_key)(eval_keys, to_host(state.env_steps))
@@ -343,9 +369,9 @@ def final_test_returns(fns: RunFunctions, state: TrainState, config, reference=N
         out = fns.evaluate(state, jax.device_put(reset[:, b * block:(b + 1) * block], fns.sharding),
                            jax.device_put(keys, fns.sharding))
         parts.append(to_host(out))
-    stats = {k: np.concatenate([p[k] for p in parts], axis=1)[:, : config.eval.final_eval_tasks] for k in parts[0]}
+    stats = {k: np.concatenate([p[k] for p in parts], axis=1)[:, : settings.final_eval_tasks] for k in parts[0]}
     summary = ev.summarize(stats, "test", reference)
-    summary["test/num_tasks"] = config.eval.final_eval_tasks
+    summary["test/num_tasks"] = settings.final_eval_tasks
     return summary
 
 
@@ -484,7 +510,7 @@ def _json(value):
     return json.loads(json.dumps(value))
 
 
-def _host_info() -> dict:
+def host_info() -> dict:
     """Where the run ran (written to run.json; not compared on resume)."""
     return {
         "platform": platform.platform(),
