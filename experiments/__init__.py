@@ -49,6 +49,21 @@ def write_json_record(path, record: dict) -> None:
     print(f"wrote {path}")
 
 
+def write_study(out_dir, summary: dict, table_name: str, table_text: str, plot=None, plot_name: str = "") -> None:
+    """A study's outputs: OUT/summary.json, the markdown OUT/table_name and, with `plot` (a function
+    of the output path), OUT/plot_name; prints the table and what was written."""
+    out = pathlib.Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    (out / table_name).write_text(table_text)
+    written = [str(out / "summary.json"), table_name]
+    if plot is not None:
+        plot(str(out / plot_name))
+        written.append(plot_name)
+    print(table_text)
+    print(f"wrote {', '.join(written)}")
+
+
 def read_result(stdout: str) -> dict:
     """The JSON of the last `RESULT {json}` line a benchmark's child process printed."""
     line = [l for l in stdout.splitlines() if l.startswith("RESULT ")][-1]

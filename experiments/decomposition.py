@@ -21,6 +21,8 @@ import pathlib
 
 from absl import app, flags
 
+from experiments import write_study
+
 FLAGS = flags.FLAGS
 METHODS = {"mamba": "MAMBA", "dreamer": "DreamerV3"}
 
@@ -108,13 +110,8 @@ def main(argv, flag_values: flags.FlagValues = FLAGS) -> None:
     except ValueError as error:
         raise app.UsageError(str(error))
     study = {"N": {str(n): found[n] for n in sorted(found)}}
-    out = pathlib.Path(flag_values.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "summary.json").write_text(json.dumps(study, indent=2) + "\n")
-    (out / "table.md").write_text(table(study))
-    plot(study, str(out / "fraction_vs_rooms.png"))
-    print(table(study))
-    print(f"wrote {out / 'summary.json'}, table.md and fraction_vs_rooms.png")
+    write_study(flag_values.out, study, "table.md", table(study), lambda path: plot(study, path),
+                "fraction_vs_rooms.png")
 
 
 if __name__ == "__main__":

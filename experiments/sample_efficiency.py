@@ -28,12 +28,10 @@ figure 1000 fresh tasks; both are deterministic-policy returns on tasks drawn fr
 
 from __future__ import annotations
 
-import json
-import pathlib
-
 import numpy as np
 from absl import app, flags
 
+from experiments import write_study
 from experiments.plot import load_run
 from experiments.summarize import summarize_run
 
@@ -163,13 +161,8 @@ def main(argv, flag_values: flags.FlagValues = FLAGS) -> None:
             summary[env] = compare(logdirs)
     except ValueError as error:
         raise app.UsageError(str(error))
-    out = pathlib.Path(fv.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    (out / "sample_efficiency.md").write_text(table(summary))
-    plot(summary, str(out / "sample_efficiency.png"))
-    print(table(summary))
-    print(f"wrote {out / 'summary.json'}, sample_efficiency.md and sample_efficiency.png")
+    write_study(fv.out, summary, "sample_efficiency.md", table(summary), lambda path: plot(summary, path),
+                "sample_efficiency.png")
 
 
 if __name__ == "__main__":

@@ -28,6 +28,7 @@ import platform
 
 from absl import app, flags
 
+from experiments import write_study
 from experiments.plot import references
 from mamba_jax import evaluate as ev
 from mamba_jax.config import field_values
@@ -154,12 +155,7 @@ def main(argv, flag_values: flags.FlagValues = FLAGS) -> None:
     note = ", ".join(f"{s} ({'fresh tasks after training' if s == 'final_test' else 'last periodic evaluation'})"
                      for s in sources)
     summary = {"machine": fv.machine, "source_note": note, "methods": methods}
-    out = pathlib.Path(fv.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    (out / "table.md").write_text(table(summary))
-    print(table(summary))
-    print(f"wrote {out / 'summary.json'} and {out / 'table.md'}")
+    write_study(fv.out, summary, "table.md", table(summary))
 
 
 if __name__ == "__main__":
