@@ -225,6 +225,7 @@ class Checkpointer:
 
     def close(self) -> None:
         self._manager.close()
+        _collect_failed_read()  # the manager held the reads a failed restore left behind until now
 
 
 def _ocdbt_damage(directory: str, shown: str) -> str | None:
@@ -280,7 +281,8 @@ def _location(text: str) -> tuple[str, int]:
 def _collect_failed_read() -> None:
     """A failed orbax read leaves the coroutines of its other array reads behind, unawaited; when the
     garbage collector meets them later, Python reports their errors as unrelated warnings. Collect them
-    now, their errors (this checkpoint's damage, already reported) discarded."""
+    now, their errors (this checkpoint's damage, already reported) discarded. Called after a failed
+    read and when the Checkpointer closes (its manager may hold them until then)."""
     hook = sys.unraisablehook
     sys.unraisablehook = lambda unraisable: None
     try:
