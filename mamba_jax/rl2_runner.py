@@ -44,7 +44,7 @@ from jax.sharding import PartitionSpec as P
 
 from mamba_jax import checkpoint as ckpt_lib
 from mamba_jax import rl2
-from mamba_jax.runner import (RunSettings, evaluation, first_row, host_info, next_eval_step, run_arguments,
+from mamba_jax.runner import (RunSettings, begin, evaluation, host_info, next_eval_step, run_arguments,
                               run_reference, save_checkpoint, seed_keys, start_run, to_host, write_final_test)
 from mamba_jax.trainer import RunFunctions, make_mesh, over_seeds
 
@@ -112,12 +112,8 @@ def run_rl2(
         f"{total_updates} updates in chunks of {chunk_updates}")
     started = time.time() - start.wall_seconds
 
-    state, next_eval, chunks = start.state, start.next_eval, start.chunks
-    if state is None:
-        state = fns.init(keys)
-        row = first_row(fns, state, settings, ref, started)
-        next_eval = next_eval_step(row["env_steps"], eval_every)
-        logger.log(row)
+    state, next_eval = begin(fns, keys, start, settings, ref, started, eval_every, logger.log)
+    chunks = start.chunks
     updates = int(to_host(state.updates)[0])
     env_steps = int(np.min(to_host(state.env_steps)))
     row = None

@@ -13,7 +13,8 @@
     _functions        compiles the RunFunctions (trainer.compile_run) or checks the ones given
     start_run         a new run, a resume (`_resume`: the newest intact checkpoint, same settings)
                       or another run's checkpoint (`init_from_run`)
-    first_row         a new run: init (prefill) and the evaluation at the prefill's env steps
+    begin             the resumed state, or a new run's init (prefill) and its `first_row`: the
+                      evaluation at the prefill's env steps
     _chunk_row        one chunk's metrics row (training summaries; `evaluation` when due)
     save_checkpoint   a checkpoint every `checkpoint_every` chunks and at the end
     write_final_test  final_eval_tasks fresh tasks (`final_test_returns`)
@@ -159,12 +160,8 @@ def run(
     )
     started = time.time() - start.wall_seconds
 
-    state, next_eval, chunks = start.state, start.next_eval, start.chunks
-    if state is None:
-        state = fns.init(keys)
-        row = first_row(fns, state, settings, ref, started)
-        next_eval = next_eval_step(row["env_steps"], eval_every)
-        log(row)
+    state, next_eval = begin(fns, keys, start, settings, ref, started, eval_every, log)
+    chunks = start.chunks
     env_steps = int(np.min(to_host(state.env_steps)))
     iterations = int(to_host(state.iterations)[0])
     row = None
@@ -293,6 +290,18 @@ def run_reference(settings: RunSettings, env, env_params, logger) -> dict | None
     if ref is not None and logger is not None:
         logger.write_json("reference.json", ref)
     return ref
+
+
+def begin(fns, keys, start: _Start, settings: RunSettings, ref, started: float, eval_every: int,
+          log) -> tuple[Any, int]:
+    """(the state the chunk loop begins from, the env steps of the next evaluation): the resumed
+    ones, or a new run's init (prefill) with its first row (`first_row`) passed to `log`."""
+    if start.state is not None:
+        return start.state, start.next_eval
+    state = fns.init(keys)
+    row = first_row(fns, state, settings, ref, started)
+    log(row)
+    return state, next_eval_step(row["env_steps"], eval_every)
 
 
 def first_row(fns, state, settings: RunSettings, ref, started: float) -> dict:
