@@ -6,7 +6,7 @@ What a researcher runs:
 * `experiments.train_rl2`: train the model-free RL^2 baseline (mamba_jax/rl2.py) -> LOGDIR, in the same format.
 * `experiments.plot`: learning curves of training logdirs (mean and spread over seeds) -> a PNG.
 * `experiments.summarize`: finished runs side by side against the reference policies -> OUT/summary.json, table.md.
-* `experiments.suite_table`: several presets' summaries as one table (the README's results table).
+* `experiments.suite_table`: several presets' summaries as one table and one figure of curves (the README's results).
 * `experiments.sample_efficiency`: env steps RL^2 needs to reach MAMBA's final return -> OUT/summary.json, .md, .png.
 * `experiments.decomposition`: Rooms-N's fraction of the Bayes return against N -> OUT/summary.json, .md, .png.
 * `experiments.reference_returns`: random / oracle / Bayes returns per env -> results/reference_returns.{json,md}.

@@ -74,6 +74,36 @@ def load_run(logdir: str, x_key: str = "env_steps") -> dict:
     return {"x": np.asarray([r[x_key] for r in rows], np.float64), "series": series, "info": info}
 
 
+METHOD_COLOURS = {"mamba": "tab:blue", "dreamer": "tab:orange", "rl2": "tab:red"}
+METHOD_LABELS = {"mamba": "MAMBA", "dreamer": "DreamerV3", "rl2": "RL²"}
+
+
+def fraction_curve(logdir: str, bayes_return: float) -> tuple[np.ndarray, np.ndarray]:
+    """(env steps [P], fraction of the Bayes return [P, seeds]) of a run's periodic evaluations."""
+    run = load_run(logdir)
+    return run["x"], run["series"]["eval/return"] / bayes_return
+
+
+def draw_fraction(ax, logdir: str, method: str, bayes_return: float, log_x: bool = False) -> np.ndarray:
+    """Draws a run's fraction of the Bayes return on `ax` (matplotlib Axes): the mean over seeds as a
+    line, min..max over seeds shaded, in the method's colour ("mamba", "dreamer" or "rl2"). With
+    `log_x` the evaluation at 0 env steps is left out. Returns the mean [P'] drawn."""
+    steps, fractions = fraction_curve(logdir, bayes_return)
+    keep = steps > 0 if log_x else np.ones_like(steps, bool)
+    mean = np.nanmean(fractions, 1)[keep]
+    colour = METHOD_COLOURS[method]
+    ax.plot(steps[keep], mean, color=colour, label=f"{METHOD_LABELS[method]} ({fractions.shape[1]} seeds)")
+    ax.fill_between(steps[keep], np.nanmin(fractions, 1)[keep], np.nanmax(fractions, 1)[keep], color=colour,
+                    alpha=0.2)
+    if log_x:
+        ax.set_xscale("log")
+    else:
+        ax.xaxis.set_major_formatter(EngFormatter(sep=""))
+    ax.set_xlabel("env steps")
+    ax.grid(alpha=0.3)
+    return mean
+
+
 def merge(runs: list[dict]) -> dict:
     """Runs of one label -> seeds stacked on the first run's x grid (linear interpolation)."""
     base = runs[0]

@@ -32,13 +32,11 @@ import numpy as np
 from absl import app, flags
 
 from experiments import write_study
-from experiments.plot import load_run
+from experiments.plot import METHOD_COLOURS, draw_fraction, fraction_curve
 from experiments.summarize import summarize_run
 
 FLAGS = flags.FLAGS
 METHODS = ("mamba", "rl2", "dreamer")
-COLOURS = {"mamba": "tab:blue", "rl2": "tab:red", "dreamer": "tab:orange"}
-LABELS = {"mamba": "MAMBA", "rl2": "RL²", "dreamer": "DreamerV3"}
 
 
 def define_flags(flag_values: flags.FlagValues = FLAGS) -> None:
@@ -56,12 +54,6 @@ def parse_compare(spec: str) -> tuple[str, dict[str, str]]:
     if len(parts) not in (3, 4) or not all(parts):
         raise ValueError(f"--compare={spec!r}: expected ENV:MAMBA_LOGDIR:RL2_LOGDIR[:DREAMER_LOGDIR]")
     return parts[0], dict(zip(METHODS, parts[1:]))
-
-
-def fraction_curve(logdir: str, bayes_return: float) -> tuple[np.ndarray, np.ndarray]:
-    """(env steps [P], fraction of the Bayes return [P, seeds]) of a run's periodic evaluations."""
-    run = load_run(logdir)
-    return run["x"], run["series"]["eval/return"] / bayes_return
 
 
 def steps_to_reach(steps: np.ndarray, fractions: np.ndarray, target: float) -> int | None:
@@ -122,23 +114,13 @@ def plot(summary: dict, out: str) -> str:
     fig, axes = plt.subplots(1, len(summary), figsize=(4.2 * len(summary), 3.4), squeeze=False)
     for ax, (env, s) in zip(axes[0], summary.items()):
         for method, logdir in s["logdirs"].items():
-            bayes = summarize_run(logdir)["bayes_return"]
-            steps, fractions = fraction_curve(logdir, bayes)
-            keep = steps > 0  # the log axis has no 0
-            mean = np.nanmean(fractions, 1)
-            ax.plot(steps[keep], mean[keep], color=COLOURS[method],
-                    label=f"{LABELS[method]} ({fractions.shape[1]} seeds)")
-            ax.fill_between(steps[keep], np.nanmin(fractions, 1)[keep], np.nanmax(fractions, 1)[keep],
-                            color=COLOURS[method], alpha=0.2)
-        ax.axhline(s["mamba_fraction_of_bayes"], color=COLOURS["mamba"], linestyle="--", linewidth=1,
+            draw_fraction(ax, logdir, method, summarize_run(logdir)["bayes_return"], log_x=True)
+        ax.axhline(s["mamba_fraction_of_bayes"], color=METHOD_COLOURS["mamba"], linestyle="--", linewidth=1,
                    label="MAMBA final")
         if s["rl2_env_steps_to_mamba_fraction"] is not None:
             ax.plot([s["rl2_env_steps_to_mamba_fraction"]], [s["mamba_fraction_of_bayes"]], "o",
-                    color=COLOURS["rl2"])
-        ax.set_xscale("log")
+                    color=METHOD_COLOURS["rl2"])
         ax.set_title(env)
-        ax.set_xlabel("env steps")
-        ax.grid(alpha=0.3)
     axes[0][0].set_ylabel("return / Bayes-reference return")
     axes[0][0].legend(fontsize=7)
     fig.tight_layout()

@@ -1,12 +1,16 @@
 """One table of the suite: every preset's methods (from `experiments.summarize` outputs) side by side.
 
     python -m experiments.suite_table --summary=point_robot_cpu:results/point_robot_cpu/reward_from_deter \
-        --summary=escape_room_cpu:results/escape_room_cpu --summary=rooms_cpu:results/rooms_cpu --out=results/suite.md
+        --summary=escape_room_cpu:results/escape_room_cpu --summary=rooms_cpu:results/rooms_cpu --out=results/suite.md \
+        --plot=results/suite.png
 
 Each `--summary=LABEL:DIR` names a directory holding the summary.json that `experiments.summarize`
 wrote. One row per (LABEL, method): seeds, env steps, final return, its fraction of the
 Bayes-reference and of the oracle return, the spread of the per-seed fractions of the Bayes return
-(min..max), and wall time. Written to --out as markdown and printed.
+(min..max), and wall time. Written to --out as markdown and printed. With `--plot=PNG`, also the
+learning curves: one panel per LABEL, each method's fraction of the Bayes return on its periodic
+evaluation tasks against env steps (mean over seeds, min..max shaded), read from the logdirs that
+summary.json names.
 """
 
 from __future__ import annotations
@@ -16,8 +20,9 @@ import pathlib
 
 from absl import app, flags
 
+from experiments.plot import METHOD_LABELS, draw_fraction
+
 FLAGS = flags.FLAGS
-METHOD_NAMES = {"mamba": "MAMBA", "dreamer": "DreamerV3", "rl2": "RL²"}
 
 
 def define_flags(flag_values: flags.FlagValues = FLAGS) -> None:
@@ -25,6 +30,8 @@ def define_flags(flag_values: flags.FlagValues = FLAGS) -> None:
     flags.DEFINE_multi_string("summary", None, "LABEL:DIR, DIR holding experiments.summarize's summary.json; "
                               "one per preset, in table order, required", flag_values=flag_values)
     flags.DEFINE_string("out", None, "Output markdown file (required).", flag_values=flag_values)
+    flags.DEFINE_string("plot", None, "Optional output PNG: the learning curves, one panel per preset.",
+                        flag_values=flag_values)
     flags.mark_flags_as_required(["summary", "out"], flag_values=flag_values)
 
 
@@ -43,7 +50,7 @@ def rows(label: str, summary: dict) -> list[str]:
             of_bayes = f"{m['return'] / bayes:.2f}"
             per_seed = [r / bayes for r in (m.get("per_seed") or [m["return"]])]
             spread = f"{min(per_seed):.2f}..{max(per_seed):.2f}"
-        out.append(f"| {label} | {METHOD_NAMES.get(method, method)} | {m['num_seeds']} | {_steps(m['env_steps'])} | "
+        out.append(f"| {label} | {METHOD_LABELS.get(method, method)} | {m['num_seeds']} | {_steps(m['env_steps'])} | "
                    f"{m['return']:.1f} | {of_bayes} | {spread} | {of_oracle} | {m['wall_seconds'] / 60:.0f} min |")
     return out
 
@@ -54,6 +61,32 @@ def table(summaries: dict[str, dict]) -> str:
     for label, summary in summaries.items():
         lines += rows(label, summary)
     return "\n".join(lines) + "\n"
+
+
+def plot(summaries: dict[str, dict], out: str) -> list[list[float]]:
+    """The learning curves of every summary's methods (module docstring) -> `out`; returns the
+    mean fractions drawn, one list per method, in table order."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(summaries), figsize=(4.2 * len(summaries), 3.4), squeeze=False)
+    drawn = []
+    for ax, (label, summary) in zip(axes[0], summaries.items()):
+        for method, m in summary["methods"].items():
+            if not m.get("bayes_return"):
+                raise ValueError(f"{label}: {method} has no Bayes-reference return to divide by")
+            drawn.append(draw_fraction(ax, m["logdir"], method, m["bayes_return"]).tolist())
+        ax.axhline(1.0, color="k", linestyle="--", linewidth=1, label="Bayes reference")
+        ax.set_title(label)
+    axes[0][0].set_ylabel("return / Bayes-reference return")
+    axes[0][0].legend(fontsize=7)
+    fig.tight_layout()
+    pathlib.Path(out).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=120)
+    plt.close(fig)
+    return drawn
 
 
 def main(argv, flag_values: flags.FlagValues = FLAGS) -> None:
@@ -75,6 +108,12 @@ def main(argv, flag_values: flags.FlagValues = FLAGS) -> None:
     out.write_text(text)
     print(text)
     print(f"wrote {out}")
+    if flag_values.plot:
+        try:
+            plot(summaries, flag_values.plot)
+        except (ValueError, OSError) as error:  # a summary without its reference, a logdir gone
+            raise app.UsageError(f"--plot: {error}") from None
+        print(f"wrote {flag_values.plot}")
 
 
 if __name__ == "__main__":

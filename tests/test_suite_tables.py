@@ -2,6 +2,7 @@
 
 import json
 
+import numpy as np
 import pytest
 from absl import app, flags
 
@@ -38,6 +39,29 @@ def test_suite_table_rows(tmp_path):
     for args, message in (([f"--summary={a}"], "expected LABEL:DIR"), ([f"--summary=x:{tmp_path}"], "no .*summary.json")):
         with pytest.raises(app.UsageError, match=message):
             run_main(suite_table, *args, f"--out={tmp_path / 'u.md'}")
+
+
+def eval_logdir(path, evals):
+    """A logdir whose metrics.jsonl holds evaluation rows [(env steps, [return per seed])]."""
+    path.mkdir()
+    rows = [{"env_steps": steps, "eval/return": float(np.mean(r)), "eval/return/per_seed": r} for steps, r in evals]
+    (path / "metrics.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    return str(path)
+
+
+def test_suite_plot_draws_each_methods_seed_mean_over_bayes(tmp_path):
+    mamba = eval_logdir(tmp_path / "m", [(0, [0.0, 10.0]), (100, [40.0, 60.0])])
+    dreamer = eval_logdir(tmp_path / "d", [(0, [0.0, 0.0]), (100, [20.0, 20.0])])
+    a = write(tmp_path / "a", mamba={**method(50.0, [40.0, 60.0]), "logdir": mamba},
+              dreamer={**method(20.0, [20.0, 20.0]), "logdir": dreamer})
+    png = tmp_path / "p" / "suite.png"
+    run_main(suite_table, f"--summary=env_a:{a}", f"--out={tmp_path / 't.md'}", f"--plot={png}")
+    assert png.stat().st_size > 10_000
+    summaries = {"env_a": json.loads((a / "summary.json").read_text())}
+    assert suite_table.plot(summaries, str(tmp_path / "q.png")) == [[0.05, 0.5], [0.0, 0.2]]  # Bayes return 100
+    gone = write(tmp_path / "g", mamba={**method(1.0, [1.0]), "logdir": str(tmp_path / "missing")})
+    with pytest.raises(app.UsageError, match="--plot: .*missing"):
+        run_main(suite_table, f"--summary=g:{gone}", f"--out={tmp_path / 'u.md'}", f"--plot={tmp_path / 'u.png'}")
 
 
 def test_decomposition_summary_in_the_issue_schema(tmp_path):
