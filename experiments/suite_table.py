@@ -8,7 +8,7 @@ Each `--summary=LABEL:DIR` names a directory holding the summary.json that `expe
 wrote. One row per (LABEL, method): seeds, env steps, final return, its fraction of the
 Bayes-reference and of the oracle return, the spread of the per-seed fractions of the Bayes return
 (min..max), and wall time. Written to --out as markdown and printed. With `--plot=PNG`, also the
-learning curves: one panel per LABEL, each method's fraction of the Bayes return on its periodic
+learning curves: one panel per LABEL (three to a row), each method's fraction of the Bayes return on its periodic
 evaluation tasks against env steps (mean over seeds, min..max shaded), read from the logdirs that
 summary.json names.
 """
@@ -71,9 +71,13 @@ def plot(summaries: dict[str, dict], out: str) -> list[list[float]]:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, len(summaries), figsize=(4.2 * len(summaries), 3.4), squeeze=False)
+    cols = min(3, len(summaries))
+    rows = -(-len(summaries) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.4 * rows), squeeze=False)
+    for ax in axes.flat[len(summaries):]:
+        ax.set_visible(False)
     drawn = []
-    for ax, (label, summary) in zip(axes[0], summaries.items()):
+    for ax, (label, summary) in zip(axes.flat, summaries.items()):
         for method, m in summary["methods"].items():
             if not m.get("bayes_return"):
                 raise ValueError(f"{label}: {method} has no Bayes-reference return to divide by")
