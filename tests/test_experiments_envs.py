@@ -24,7 +24,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
         (plot, ["out", "labels", "x", "reference", "title"]),
         (summarize, ["run", "out", "machine"]),
         (sample_efficiency, ["compare", "out"]),
-        (suite_table, ["summary", "out"]),
+        (suite_table, ["summary", "out", "plot"]),
         (decomposition, ["rooms", "out"]),
         (rollout, ["env", "policy", "num_tasks", "seed"]),
         (reference_returns, ["num_tasks", "envs", "policies", "seed", "chunk", "out_dir"]),
