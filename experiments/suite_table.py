@@ -72,8 +72,8 @@ def plot(summaries: dict[str, dict], out: str) -> list[list[float]]:
     import matplotlib.pyplot as plt
 
     cols = min(3, len(summaries))
-    rows = -(-len(summaries) // cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.4 * rows), squeeze=False)
+    panel_rows = -(-len(summaries) // cols)
+    fig, axes = plt.subplots(panel_rows, cols, figsize=(4.2 * cols, 3.4 * panel_rows), squeeze=False)
     for ax in axes.flat[len(summaries):]:
         ax.set_visible(False)
     drawn = []
