@@ -22,9 +22,10 @@ import pathlib
 from absl import app, flags
 
 from experiments import write_study
+from experiments.plot import METHOD_COLOURS, METHOD_LABELS, panels, save
 
 FLAGS = flags.FLAGS
-METHODS = {"mamba": "MAMBA", "dreamer": "DreamerV3"}
+METHODS = ("mamba", "dreamer")
 
 
 def define_flags(flag_values: flags.FlagValues = FLAGS) -> None:
@@ -64,30 +65,23 @@ def table(study: dict) -> str:
 
 
 def plot(study: dict, out: str) -> str:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     ns = [int(n) for n in study["N"]]
-    fig, ax = plt.subplots(figsize=(4.2, 3.4))
-    for method, label in METHODS.items():
-        entries = list(study["N"].values())
-        (line,) = ax.plot(ns, [e[method] for e in entries], "-o", label=label)
+    entries = list(study["N"].values())
+    fig, axes = panels(1, 1)
+    ax = axes[0][0]
+    for method in METHODS:
+        colour = METHOD_COLOURS[method]
+        ax.plot(ns, [e[method] for e in entries], "-o", color=colour, label=METHOD_LABELS[method])
         for n, e in zip(ns, entries):
-            ax.plot([n] * len(e[f"{method}_per_seed"]), e[f"{method}_per_seed"], ".", color=line.get_color(),
-                    alpha=0.5)
+            ax.plot([n] * len(e[f"{method}_per_seed"]), e[f"{method}_per_seed"], ".", color=colour, alpha=0.5)
     ax.axhline(1.0, color="k", linestyle="--", linewidth=1, label="Bayes reference")
     ax.set_xticks(ns)
     ax.set_xlabel("rooms N")
     ax.set_ylabel("return / Bayes-reference return")
-    ax.set_title(f"Rooms-N, {next(iter(study['N'].values()))['env_steps']:,} env steps")
+    ax.set_title(f"Rooms-N, {entries[0]['env_steps']:,} env steps")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(out, dpi=120)
-    plt.close(fig)
-    return out
+    return save(fig, out)
 
 
 def main(argv, flag_values: flags.FlagValues = FLAGS) -> None:

@@ -78,6 +78,28 @@ METHOD_COLOURS = {"mamba": "tab:blue", "dreamer": "tab:orange", "rl2": "tab:red"
 METHOD_LABELS = {"mamba": "MAMBA", "dreamer": "DreamerV3", "rl2": "RL²"}
 
 
+def panels(rows: int, cols: int):
+    """A figure of rows x cols panels, 4.2 x 3.4 inches each, drawn off-screen (Agg backend) ->
+    (figure, axes [rows, cols]), the figure size every plot of these scripts uses."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt.subplots(rows, cols, figsize=(4.2 * cols, 3.4 * rows), squeeze=False)
+
+
+def save(fig, out: str) -> str:
+    """Lays `fig` out, writes it to `out` (PNG, 120 dpi; its folder made) and closes it -> out."""
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+    fig.savefig(out, dpi=120)
+    plt.close(fig)
+    return out
+
+
 def fraction_curve(logdir: str, bayes_return: float) -> tuple[np.ndarray, np.ndarray]:
     """(env steps [P], fraction of the Bayes return [P, seeds]) of a run's periodic evaluations."""
     run = load_run(logdir)
@@ -141,11 +163,6 @@ def references(info: dict, logdirs: list[str], path: str) -> dict:
 
 def plot(logdirs: list[str], out: str, labels: list[str] | None = None, x_key: str = "env_steps",
          reference_file: str = ev.REFERENCE_FILE, title: str | None = None) -> str:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     if labels is None:
         labels = [os.path.basename(os.path.normpath(d)) for d in logdirs]
     if len(labels) != len(logdirs):
@@ -155,7 +172,7 @@ def plot(logdirs: list[str], out: str, labels: list[str] | None = None, x_key: s
         groups.setdefault(label, []).append(logdir)
     curves = {label: merge([load_run(d, x_key) for d in dirs]) for label, dirs in groups.items()}
     metrics = list(next(iter(curves.values()))["series"])
-    fig, axes = plt.subplots(1, len(metrics), figsize=(4.2 * len(metrics), 3.4), squeeze=False)
+    fig, axes = panels(1, len(metrics))
     first = next(iter(curves.values()))
     refs = references(first["info"], logdirs, reference_file)
     for ax, metric in zip(axes[0], metrics):
@@ -189,11 +206,7 @@ def plot(logdirs: list[str], out: str, labels: list[str] | None = None, x_key: s
         title = field_values(first["info"].get("config", {})).get("name")
     if title:
         fig.suptitle(title)
-    fig.tight_layout()
-    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
-    fig.savefig(out, dpi=120)
-    plt.close(fig)
-    return out
+    return save(fig, out)
 
 
 def main(argv, flag_values: flags.FlagValues = FLAGS) -> None:

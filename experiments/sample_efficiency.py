@@ -32,7 +32,7 @@ import numpy as np
 from absl import app, flags
 
 from experiments import write_study
-from experiments.plot import METHOD_COLOURS, draw_fraction, fraction_curve
+from experiments.plot import METHOD_COLOURS, draw_fraction, fraction_curve, panels, save
 from experiments.summarize import summarize_run
 
 FLAGS = flags.FLAGS
@@ -106,12 +106,7 @@ def table(summary: dict) -> str:
 
 
 def plot(summary: dict, out: str) -> str:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, len(summary), figsize=(4.2 * len(summary), 3.4), squeeze=False)
+    fig, axes = panels(1, len(summary))
     for ax, (env, s) in zip(axes[0], summary.items()):
         for method, logdir in s["logdirs"].items():
             draw_fraction(ax, logdir, method, summarize_run(logdir)["bayes_return"], log_x=True)
@@ -123,10 +118,7 @@ def plot(summary: dict, out: str) -> str:
         ax.set_title(env)
     axes[0][0].set_ylabel("return / Bayes-reference return")
     axes[0][0].legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(out, dpi=120)
-    plt.close(fig)
-    return out
+    return save(fig, out)
 
 
 def main(argv, flag_values: flags.FlagValues = FLAGS) -> None:

@@ -20,7 +20,7 @@ import pathlib
 
 from absl import app, flags
 
-from experiments.plot import METHOD_LABELS, draw_fraction
+from experiments.plot import METHOD_LABELS, draw_fraction, panels, save
 
 FLAGS = flags.FLAGS
 
@@ -66,14 +66,9 @@ def table(summaries: dict[str, dict]) -> str:
 def plot(summaries: dict[str, dict], out: str) -> list[list[float]]:
     """The learning curves of every summary's methods (module docstring) -> `out`; returns the
     mean fractions drawn, one list per method, in table order."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     cols = min(3, len(summaries))
     panel_rows = -(-len(summaries) // cols)
-    fig, axes = plt.subplots(panel_rows, cols, figsize=(4.2 * cols, 3.4 * panel_rows), squeeze=False)
+    fig, axes = panels(panel_rows, cols)
     for ax in axes.flat[len(summaries):]:
         ax.set_visible(False)
     drawn = []
@@ -86,10 +81,7 @@ def plot(summaries: dict[str, dict], out: str) -> list[list[float]]:
         ax.set_title(label)
     axes[0][0].set_ylabel("return / Bayes-reference return")
     axes[0][0].legend(fontsize=7)
-    fig.tight_layout()
-    pathlib.Path(out).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=120)
-    plt.close(fig)
+    save(fig, out)
     return drawn
 
 
