@@ -7,11 +7,11 @@ Each `--rooms=N:DIR` names a directory holding the summary.json that `experiment
 MAMBA's and DreamerV3's runs on Rooms-N (methods "mamba" and "dreamer"). Writes OUT/summary.json as
 
     {"N": {"2": {"mamba": fraction, "dreamer": fraction, "bayes_return": ..., "oracle_return": ...,
-                 "env_steps": ..., "seeds": ...}, ...}}
+                 "random_return": ..., "env_steps": ..., "seeds": ..., "mamba_per_seed": [...], ...}, ...}}
 
 (fractions of the Bayes-reference return; env_steps and seeds MAMBA's run's, the DreamerV3 run's
 being refused if they differ), OUT/table.md and OUT/fraction_vs_rooms.png (one line per method, the
-per-seed fractions as dots).
+per-seed fractions as dots, the random policy's fraction dotted).
 """
 
 from __future__ import annotations
@@ -50,17 +50,20 @@ def entry(summary: dict, where: str) -> dict:
         raise ValueError(f"{where}: no reference returns for its env (results/reference_returns.json)")
     out = {name: methods[name]["return_fraction_of_bayes"] for name in METHODS}
     out.update({f"{name}_per_seed": [r / mamba["bayes_return"] for r in methods[name]["per_seed"]] for name in METHODS})
+    if mamba.get("random_return") is None:
+        raise ValueError(f"{where}: no random-policy return (summary.json written before it had one: rerun "
+                         "experiments.summarize)")
     out.update(bayes_return=mamba["bayes_return"], oracle_return=sum(mamba["oracle_episode_returns"]),
-               env_steps=mamba["env_steps"], seeds=mamba["num_seeds"])
+               random_return=mamba["random_return"], env_steps=mamba["env_steps"], seeds=mamba["num_seeds"])
     return out
 
 
 def table(study: dict) -> str:
-    lines = ["| N rooms | MAMBA / Bayes | DreamerV3 / Bayes | Bayes return | oracle return | env steps | seeds |",
-             "|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = ["| N rooms | MAMBA / Bayes | DreamerV3 / Bayes | random / Bayes | Bayes return | oracle return | "
+             "env steps | seeds |", "|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for n, e in study["N"].items():
-        lines.append(f"| {n} | {e['mamba']:.2f} | {e['dreamer']:.2f} | {e['bayes_return']:.1f} | "
-                     f"{e['oracle_return']:.1f} | {e['env_steps']:,} | {e['seeds']} |")
+        lines.append(f"| {n} | {e['mamba']:.2f} | {e['dreamer']:.2f} | {e['random_return'] / e['bayes_return']:.2f} | "
+                     f"{e['bayes_return']:.1f} | {e['oracle_return']:.1f} | {e['env_steps']:,} | {e['seeds']} |")
     return "\n".join(lines) + "\n"
 
 
@@ -75,6 +78,7 @@ def plot(study: dict, out: str) -> str:
         for n, e in zip(ns, entries):
             ax.plot([n] * len(e[f"{method}_per_seed"]), e[f"{method}_per_seed"], ".", color=colour, alpha=0.5)
     ax.axhline(1.0, color="k", linestyle="--", linewidth=1, label="Bayes reference")
+    ax.plot(ns, [e["random_return"] / e["bayes_return"] for e in entries], ":", color="tab:gray", label="random policy")
     ax.set_xticks(ns)
     ax.set_xlabel("rooms N")
     ax.set_ylabel("return / Bayes-reference return")

@@ -11,6 +11,7 @@ final_test.json and writes OUT/summary.json with, per method:
     episode_returns            final mean return of each episode index 1..N (mean over seeds)
     oracle_episode_returns     the oracle's per-episode returns (results/reference_returns.json)
     bayes_episode_returns      the Bayes reference's per-episode returns
+    random_return              the uniform-random policy's return (the floor a policy that learnt nothing sits at)
     env_steps, wall_seconds, env_steps_per_second   of the whole run (compilation included)
     per_seed                   the per-seed final returns
     differs_from_preset        the config fields the run overrode (e.g. mamba=False, env_steps)
@@ -70,7 +71,7 @@ def summarize_run(logdir: str) -> dict:
     else:
         prefix, src, source = "eval", evals[-1], "last_eval"
     refs = references(info, [logdir], ev.REFERENCE_FILE)  # the same lookup as the plot's reference lines
-    bayes, oracle = refs.get("bayes"), refs.get("oracle")
+    bayes, oracle, random = refs.get("bayes"), refs.get("oracle"), refs.get("random")
     last = rows[-1]
     ret = src[f"{prefix}/return"]
     return {
@@ -86,6 +87,7 @@ def summarize_run(logdir: str) -> dict:
         "oracle_episode_returns": oracle["episode_returns"] if oracle else None,
         "bayes_episode_returns": bayes["episode_returns"] if bayes else None,
         "bayes_return": bayes["return"] if bayes else None,
+        "random_return": random["return"] if random else None,
         "per_seed": src.get(f"{prefix}/return/per_seed"),
         # fraction of tasks whose episode-i return is > 0 (None for logs written before it existed)
         "episode_positive_fractions": [src.get(f"{prefix}/positive_episode_{i + 1}") for i in range(n)],

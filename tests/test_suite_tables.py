@@ -15,9 +15,10 @@ def run_main(module, *args):
     module.main(flag_values([module.__name__, *args]), flag_values)
 
 
-def method(ret, per_seed, bayes=100.0, oracle=(60.0, 65.0), steps=500_000, seeds=2, wall=600.0):
+def method(ret, per_seed, bayes=100.0, oracle=(60.0, 65.0), random=-7.0, steps=500_000, seeds=2, wall=600.0):
     """A method's entry of experiments.summarize's summary.json (only the fields the scripts read)."""
     return {"return": ret, "per_seed": per_seed, "bayes_return": bayes, "oracle_episode_returns": list(oracle),
+            "random_return": random,
             "return_fraction_of_bayes": ret / bayes, "env_steps": steps, "num_seeds": seeds, "wall_seconds": wall}
 
 
@@ -74,9 +75,9 @@ def test_decomposition_summary_in_the_issue_schema(tmp_path):
     two = study["N"]["2"]
     assert two["mamba"] == pytest.approx(80 / 90) and two["dreamer"] == pytest.approx(40 / 90)
     assert two["bayes_return"] == 90.0 and two["oracle_return"] == 125.0
-    assert two["env_steps"] == 500_000 and two["seeds"] == 2
+    assert two["env_steps"] == 500_000 and two["seeds"] == 2 and two["random_return"] == -7.0
     assert two["mamba_per_seed"] == pytest.approx([75 / 90, 85 / 90])
-    assert "| 4 | 0.71 | 0.07 | 70.0 | 125.0 | 500,000 | 2 |" in (out / "table.md").read_text()
+    assert "| 4 | 0.71 | 0.07 | -0.10 | 70.0 | 125.0 | 500,000 | 2 |" in (out / "table.md").read_text()
     assert (out / "fraction_vs_rooms.png").stat().st_size > 10_000
 
 
@@ -85,10 +86,12 @@ def test_decomposition_refuses_mismatched_runs(tmp_path):
     uneven = write(tmp_path / "u", mamba=method(1.0, [1.0]), dreamer=method(1.0, [1.0], steps=1))
     other_budget = write(tmp_path / "o", mamba=method(1.0, [1.0], steps=7), dreamer=method(1.0, [1.0], steps=7))
     full = write(tmp_path / "f", mamba=method(1.0, [1.0]), dreamer=method(1.0, [1.0]))
+    old = write(tmp_path / "r", mamba=method(1.0, [1.0], random=None), dreamer=method(1.0, [1.0], random=None))
     for args, message in (
         ([f"--rooms=two:{full}"], "expected N:DIR"),
         ([f"--rooms=2:{only_mamba}"], "no run of dreamer"),
         ([f"--rooms=2:{uneven}"], "differ in env_steps"),
+        ([f"--rooms=2:{old}"], "no random-policy return"),
         ([f"--rooms=2:{full}", f"--rooms=3:{other_budget}"], "different env-step budgets"),
     ):
         with pytest.raises(app.UsageError, match=message):

@@ -52,6 +52,7 @@ def test_summary_and_table(tmp_path):
     assert m["source"] == "final_test" and m["num_tasks"] == 1000 and d["source"] == "last_eval"
     assert m["episode_returns"] == [80.0, 90.0, 93.2] and d["episode_returns"] == [40.0, 45.0, 46.6]
     assert len(m["oracle_episode_returns"]) == 3 and min(m["oracle_episode_returns"]) > 90
+    assert m["random_return"] == pytest.approx(1.8842934587597846)  # point_robot's random policy, the same file
     assert m["env_steps"] == 30000 and m["wall_seconds"] == 75.0 and m["env_steps_per_second"] == 400.0
     assert d["differs_from_preset"] == {"mamba": False, "env_steps": 30000}
     table = (out / "table.md").read_text()
