@@ -22,7 +22,7 @@ import pathlib
 from absl import app, flags
 
 from experiments import write_study
-from experiments.plot import METHOD_COLOURS, METHOD_LABELS, panels, save
+from experiments.plot import METHOD_COLOURS, METHOD_LABELS, REFERENCE_STYLES, panels, save
 
 FLAGS = flags.FLAGS
 METHODS = ("mamba", "dreamer")
@@ -48,11 +48,11 @@ def entry(summary: dict, where: str) -> dict:
             raise ValueError(f"{where}: MAMBA and DreamerV3 differ in {field} ({mamba[field]} vs {dreamer[field]})")
     if mamba["bayes_return"] is None or mamba["oracle_episode_returns"] is None:
         raise ValueError(f"{where}: no reference returns for its env (results/reference_returns.json)")
-    out = {name: methods[name]["return_fraction_of_bayes"] for name in METHODS}
-    out.update({f"{name}_per_seed": [r / mamba["bayes_return"] for r in methods[name]["per_seed"]] for name in METHODS})
     if mamba.get("random_return") is None:
         raise ValueError(f"{where}: no random-policy return (summary.json written before it had one: rerun "
                          "experiments.summarize)")
+    out = {name: methods[name]["return_fraction_of_bayes"] for name in METHODS}
+    out.update({f"{name}_per_seed": [r / mamba["bayes_return"] for r in methods[name]["per_seed"]] for name in METHODS})
     out.update(bayes_return=mamba["bayes_return"], oracle_return=sum(mamba["oracle_episode_returns"]),
                random_return=mamba["random_return"], env_steps=mamba["env_steps"], seeds=mamba["num_seeds"])
     return out
@@ -78,7 +78,8 @@ def plot(study: dict, out: str) -> str:
         for n, e in zip(ns, entries):
             ax.plot([n] * len(e[f"{method}_per_seed"]), e[f"{method}_per_seed"], ".", color=colour, alpha=0.5)
     ax.axhline(1.0, color="k", linestyle="--", linewidth=1, label="Bayes reference")
-    ax.plot(ns, [e["random_return"] / e["bayes_return"] for e in entries], ":", color="tab:gray", label="random policy")
+    ax.plot(ns, [e["random_return"] / e["bayes_return"] for e in entries], ":", color=REFERENCE_STYLES["random"][0],
+            label="random policy")
     ax.set_xticks(ns)
     ax.set_xlabel("rooms N")
     ax.set_ylabel("return / Bayes-reference return")
